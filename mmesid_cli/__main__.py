@@ -1,0 +1,3 @@
+from mmesid_cli.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The command line: one thin typer module per subcommand (parse, load, call, save, report)."""

@@ -1,0 +1,77 @@
+"""``mmesid``: the entry point. Maps :class:`UserError` to exit 2, anything else to exit 1."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from mmesid_cli import __version__
+from mmesid_cli.errors import UserError
+
+app = typer.Typer(
+    name="mmesid",
+    help=(
+        "MME-SID for sequential recommendation: embed items, tokenise them into semantic IDs "
+        "with an MMD RQ-VAE, measure how much order the SIDs keep (formula 9), fine-tune an "
+        "LLM with LoRA, evaluate under full ranking.\n\n"
+        "Pipeline: data import-* -> embed -> tokenize -> concordance / finetune -> evaluate."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmesid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """MME-SID tools."""
+
+
+def _register() -> None:
+    # Each subcommand module adds its commands to ``app``; imports stay light (torch and
+    # transformers are imported inside the commands), so `mmesid --help` is instant.
+    from mmesid_cli.cli import data, inspect
+
+    data.register(app)
+    inspect.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        print(f"mmesid: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("mmesid: aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # a runtime failure, not the user's input
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("MMESID_DEBUG"):
+            raise
+        print(f"mmesid: internal error: {type(exc).__name__}: {exc} (MMESID_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)

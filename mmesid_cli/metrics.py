@@ -1,0 +1,98 @@
+"""HR@K, NDCG@K and MRR@K under full ranking with the user's history masked (method.md §6).
+
+Protocol, used by every evaluation in mmesid:
+
+- every item of the catalogue is a candidate; the items of the user's history get score
+  −inf, except the target itself when the user bought it before (so a repeat purchase can
+  still be ranked);
+- ties are broken pessimistically: the target's rank counts every other candidate whose
+  score is greater *or equal*, so a constant-score model earns 0, never 1;
+- rank r is 0-based; HR@K = [r < K]; NDCG@K = [r < K] / log2(r + 2); MRR@K = [r < K] / (r + 1),
+  averaged over users.
+
+Scoring is batched: a caller turns a batch of users into a (B, N) score matrix (one matmul),
+and the rank of each target is one comparison per row — no Python loop per user or item.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+DEFAULT_KS = (5, 10, 20)
+
+
+def mask_history(scores: torch.Tensor, histories: Sequence[np.ndarray], targets: torch.Tensor) -> torch.Tensor:
+    """Set the history items of each row to −inf in place (the target stays rankable)."""
+    if len(histories) != scores.shape[0]:
+        raise ValueError("one history per score row is needed")
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if len(rows) else np.zeros(0, np.int64)
+    if len(rows):
+        rows_t = torch.as_tensor(rows, device=scores.device)
+        cols_t = torch.as_tensor(cols, device=scores.device)
+        keep = cols_t != targets.to(scores.device)[rows_t]
+        scores[rows_t[keep], cols_t[keep]] = -math.inf
+    return scores
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based pessimistic rank of each row's target among all columns: (B, N), (B,) → (B,)."""
+    targets = targets.to(scores.device).long()
+    target_scores = scores.gather(1, targets[:, None])
+    at_least = (scores >= target_scores).sum(dim=1)
+    return (at_least - 1).long()  # the target itself is counted once by >=
+
+
+def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Mean HR@K, NDCG@K and MRR@K over users from 0-based target ranks."""
+    r = torch.as_tensor(ranks, dtype=torch.float64)
+    if r.numel() == 0:
+        raise ValueError("no users to evaluate")
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = (r < k).double()
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float((hit / torch.log2(r + 2)).mean())
+        out[f"MRR@{k}"] = float((hit / (r + 1)).mean())
+    return out
+
+
+ScoreFn = Callable[[list[np.ndarray]], torch.Tensor]
+
+
+@torch.no_grad()
+def rank_targets(
+    score_fn: ScoreFn,
+    histories: Sequence[np.ndarray],
+    targets: Sequence[int] | np.ndarray,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Ranks of every target: ``score_fn(histories of a batch) -> (B, N)`` scores per batch."""
+    targets = np.asarray(targets, dtype=np.int64)
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for start in range(0, len(targets), batch_size):
+        stop = min(start + batch_size, len(targets))
+        hist = list(histories[start:stop])
+        scores = score_fn(hist).float()
+        t = torch.as_tensor(targets[start:stop], device=scores.device)
+        mask_history(scores, hist, t)
+        ranks[start:stop] = target_ranks(scores, t).cpu().numpy()
+        if progress is not None:
+            progress(stop - start)
+    return ranks
+
+
+def evaluate(
+    score_fn: ScoreFn,
+    histories: Sequence[np.ndarray],
+    targets: Sequence[int] | np.ndarray,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Full-ranking metrics of ``score_fn`` on (history, target) pairs."""
+    return metrics_from_ranks(rank_targets(score_fn, histories, targets, batch_size), ks)
