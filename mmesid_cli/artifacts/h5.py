@@ -33,6 +33,15 @@ def open_h5(
             raise UserError(f"cannot read {what} (truncated or corrupt?): {exc}", path=path) from None
 
 
+def peek_format(path: Path) -> object:
+    """The format tag of an HDF5 file, with a user error when it cannot be opened."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return _attr_str(handle.attrs.get("format"))
+    except OSError as exc:
+        raise UserError(f"not a readable HDF5 file (truncated or corrupt?): {exc}", path=path) from None
+
+
 def _attr_str(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")

@@ -42,13 +42,10 @@ def _short(value: object, limit: int = 100) -> str:
 
 
 def _describe_h5(path: Path) -> tuple[str, Rows, None]:
-    import h5py
-
     from mmesid_cli.artifacts import embeddings, sids
-    from mmesid_cli.artifacts.h5 import attrs_to_dict
+    from mmesid_cli.artifacts.h5 import peek_format
 
-    with h5py.File(path, "r") as handle:
-        fmt = attrs_to_dict(handle.attrs).get("format")
+    fmt = peek_format(path)
     if fmt == embeddings.FORMAT:
         emb = embeddings.read_embeddings(path)
         rows: Rows = [("format", f"{fmt} v{embeddings.FORMAT_VERSION}"), ("items", f"{len(emb.item_ids):,}")]
