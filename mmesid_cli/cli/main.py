@@ -44,6 +44,9 @@ def _register() -> None:
 
     data.register(app)
     inspect.register(app)
+    from mmesid_cli.cli import evaluate
+
+    evaluate.register(app)
 
 
 _register()

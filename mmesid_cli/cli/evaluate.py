@@ -1,0 +1,143 @@
+"""``mmesid evaluate`` (full-ranking metrics of a run or a baseline) and ``mmesid report``."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from mmesid_cli.cli.console import console, out, progress
+from mmesid_cli.errors import UserError
+
+
+class Baseline(str, Enum):
+    popularity = "popularity"
+    sasrec = "sasrec"
+
+
+class SplitName(str, Enum):
+    test = "test"
+    valid = "valid"
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise UserError(f"--k must be comma-separated integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise UserError(f"--k needs positive cut-offs, got {text!r}")
+    return ks
+
+
+def evaluate(
+    run_dir: Path | None = typer.Argument(None, help="A `mmesid finetune` run directory (omit with --baseline)."),
+    sequences: Path = typer.Option(..., "--sequences", help="sequences.jsonl (the same users the model was trained on)."),
+    items: Path = typer.Option(..., "--items", help="items.jsonl: the catalogue, in the row order of the embeddings."),
+    split: SplitName = typer.Option(SplitName.test, "--split", help="test: target = last item; valid: target = second to last."),
+    k: str = typer.Option("5,10,20", "--k", help="Cut-offs K for HR@K, NDCG@K and MRR@K."),
+    baseline: Baseline | None = typer.Option(None, "--baseline", help="Evaluate a baseline instead of a run: popularity (training-part counts) or sasrec (needs --checkpoint)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="sasrec.safetensors written by `mmesid embed --modality collab`."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the figures and the protocol as a JSON report."),
+    per_user: Path | None = typer.Option(None, "--per-user", help="Write each evaluated user's target and its 0-based rank as JSONL."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Users scored per matmul."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …"),
+) -> None:
+    """Full-ranking HR/NDCG/MRR@K with the user's history masked, for a run or a baseline.
+
+    Every item of the catalogue is a candidate; history items score -inf (except the
+    target); ties are pessimistic. The protocol is written next to every figure.
+
+    Examples:\n
+      mmesid evaluate runs/mmesid --sequences seq.jsonl --items items.jsonl --json mmesid.json\n
+      mmesid evaluate --baseline popularity --sequences seq.jsonl --items items.jsonl --json pop.json
+    """
+    from mmesid_cli.data.records import read_items, read_sequences
+    from mmesid_cli.evaluation import evaluate_scorer
+    from mmesid_cli.scorers import load_scorer
+
+    ks = _parse_ks(k)
+    if (run_dir is None) == (baseline is None):
+        raise UserError("give either a RUN_DIR or --baseline (not both, not neither)")
+    if baseline is Baseline.sasrec and checkpoint is None:
+        raise UserError("--baseline sasrec needs --checkpoint sasrec.safetensors")
+    item_table = read_items(items)
+    seq_table = read_sequences(sequences, item_table)
+    scorer, model_name = load_scorer(run_dir, baseline and baseline.value, checkpoint, item_table, seq_table, device)
+    from mmesid_cli.data.split import eval_cases
+
+    n_users = len(eval_cases(seq_table, split.value))
+    with progress() as bar:
+        task = bar.add_task(f"ranking {item_table.__len__():,} items", total=n_users)
+        result = evaluate_scorer(
+            scorer, seq_table, split.value, ks, batch_size, model=model_name, progress=lambda n: bar.advance(task, n)
+        )
+    _print(result.metrics, ks, f"{model_name} — {split.value}, {result.protocol['users']:,} users, {seq_table.n_items:,} items")
+    if per_user is not None:
+        from mmesid_cli.artifacts.atomic import write_text_atomic
+
+        lines = [
+            json.dumps({"user_id": seq_table.user_ids[u], "target": item_table.records[t]["item_id"], "rank": int(r)}, ensure_ascii=False)
+            for u, t, r in zip(result.users, result.targets, result.ranks, strict=True)
+        ]
+        write_text_atomic(per_user, "\n".join(lines) + "\n")
+    if json_out is not None:
+        from mmesid_cli.artifacts.reports import environment, write_report
+
+        write_report(
+            json_out,
+            "evaluate",
+            {
+                "model": model_name,
+                "metrics": result.metrics,
+                "protocol": result.protocol,
+                "inputs": {"sequences": str(sequences), "items": str(items), "run_dir": str(run_dir) if run_dir else None, "checkpoint": str(checkpoint) if checkpoint else None},
+                "environment": environment(),
+            },
+        )
+        console.print(f"wrote {json_out}")
+
+
+def _print(metrics: dict[str, float], ks: list[int], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("K", justify="right")
+    for name in ("HR", "NDCG", "MRR"):
+        table.add_column(f"{name}@K", justify="right")
+    for cut in ks:
+        table.add_row(str(cut), *(f"{metrics[f'{n}@{cut}']:.4f}" for n in ("HR", "NDCG", "MRR")))
+    out.print(table)
+
+
+def report(
+    reports: list[Path] = typer.Argument(..., help="evaluate --json reports to compare."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Also write the table as Markdown."),
+    k: str = typer.Option("5,10,20", "--k", help="Cut-offs to show."),
+) -> None:
+    """Compare `mmesid evaluate` reports in one table (terminal and Markdown)."""
+    from mmesid_cli.artifacts.reports import read_report
+    from mmesid_cli.evaluation import comparison_rows
+
+    ks = _parse_ks(k)
+    loaded = [(path, read_report(path, kind="evaluate")) for path in reports]
+    header, rows = comparison_rows(loaded, ks)
+    table = Table(title="mmesid evaluate — full ranking, history masked")
+    for column in header:
+        table.add_column(column, justify="left" if column in ("model", "split") else "right")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    if markdown is not None:
+        from mmesid_cli.artifacts.atomic import write_text_atomic
+
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        write_text_atomic(markdown, "\n".join(lines) + "\n")
+        console.print(f"wrote {markdown}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+    app.command("report")(report)
