@@ -86,7 +86,11 @@ def comparison_rows(
     for path, report in reports:
         metrics = report.get("metrics", {})
         protocol = report.get("protocol", {})
-        row = [str(report.get("model") or path), str(protocol.get("split")), f"{protocol.get('users', 0):,}"]
+        row = [
+            str(report.get("model") or path),
+            str(protocol.get("split")),
+            f"{protocol.get('users', 0):,}",
+        ]
         for name in header[3:]:
             value = metrics.get(name)
             row.append("–" if value is None else f"{value:.4f}")

@@ -25,12 +25,18 @@ import torch
 DEFAULT_KS = (5, 10, 20)
 
 
-def mask_history(scores: torch.Tensor, histories: Sequence[np.ndarray], targets: torch.Tensor) -> torch.Tensor:
+def mask_history(
+    scores: torch.Tensor, histories: Sequence[np.ndarray], targets: torch.Tensor
+) -> torch.Tensor:
     """Set the history items of each row to −inf in place (the target stays rankable)."""
     if len(histories) != scores.shape[0]:
         raise ValueError("one history per score row is needed")
     rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-    cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if len(rows) else np.zeros(0, np.int64)
+    cols = (
+        np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
+        if len(rows)
+        else np.zeros(0, np.int64)
+    )
     if len(rows):
         rows_t = torch.as_tensor(rows, device=scores.device)
         cols_t = torch.as_tensor(cols, device=scores.device)
@@ -47,7 +53,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (at_least - 1).long()  # the target itself is counted once by >=
 
 
-def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+def metrics_from_ranks(
+    ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
     """Mean HR@K, NDCG@K and MRR@K over users from 0-based target ranks."""
     r = torch.as_tensor(ranks, dtype=torch.float64)
     if r.numel() == 0:

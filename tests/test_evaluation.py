@@ -24,7 +24,9 @@ def _brute_force(scores_of, cases, ks):
         scores = scores_of(case.history)
         hist = {int(h) for h in case.history} - {case.target}
         above = sum(
-            1 for j in range(len(scores)) if j != case.target and j not in hist and scores[j] >= scores[case.target]
+            1
+            for j in range(len(scores))
+            if j != case.target and j not in hist and scores[j] >= scores[case.target]
         )
         for k in ks:
             if above < k:
@@ -38,7 +40,9 @@ def test_evaluate_matches_brute_force_with_ties(tiny_dataset) -> None:
     items_path, seq_path = tiny_dataset
     seqs = read_sequences(seq_path, read_items(items_path))
     n = seqs.n_items
-    table = torch.from_numpy(np.random.default_rng(3).integers(0, 4, size=(n, n)).astype(np.float32))  # many ties
+    table = torch.from_numpy(
+        np.random.default_rng(3).integers(0, 4, size=(n, n)).astype(np.float32)
+    )  # many ties
 
     def score_fn(histories):
         return torch.stack([table[h[-1]] for h in histories])
@@ -62,7 +66,13 @@ def test_popularity_equals_closed_form_count(tiny_dataset) -> None:
     ranks = []
     for seq in seqs.items:
         target, history = seq[-2], set(seq[:-2].tolist()) - {int(seq[-2])}
-        ranks.append(sum(1 for j in range(seqs.n_items) if j != target and j not in history and freq[j] >= freq[target]))
+        ranks.append(
+            sum(
+                1
+                for j in range(seqs.n_items)
+                if j != target and j not in history and freq[j] >= freq[target]
+            )
+        )
     np.testing.assert_array_equal(result.ranks, ranks)
     assert result.metrics["HR@10"] == pytest.approx(np.mean(np.array(ranks) < 10))
 
@@ -71,7 +81,21 @@ def test_cli_popularity_report_and_compare(tiny_dataset, tmp_path: Path, capsys)
     items_path, seq_path = tiny_dataset
     out = tmp_path / "pop.json"
     per_user = tmp_path / "ranks.jsonl"
-    code = run_cli("evaluate", "--baseline", "popularity", "--sequences", seq_path, "--items", items_path, "--json", out, "--per-user", per_user, "--k", "5,10")
+    code = run_cli(
+        "evaluate",
+        "--baseline",
+        "popularity",
+        "--sequences",
+        seq_path,
+        "--items",
+        items_path,
+        "--json",
+        out,
+        "--per-user",
+        per_user,
+        "--k",
+        "5,10",
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert report["kind"] == "evaluate" and report["protocol"]["users"] == 40

@@ -22,15 +22,23 @@ def open_h5(
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
-        raise UserError(f"not a readable HDF5 file (truncated or corrupt?): {exc}", path=path) from None
+        raise UserError(
+            f"not a readable HDF5 file (truncated or corrupt?): {exc}", path=path
+        ) from None
     with handle:
         check_format(
-            path, _attr_str(handle.attrs.get("format")), fmt, handle.attrs.get("format_version"), supported
+            path,
+            _attr_str(handle.attrs.get("format")),
+            fmt,
+            handle.attrs.get("format_version"),
+            supported,
         )
         try:
             yield handle
         except (OSError, KeyError) as exc:  # a dataset whose bytes are cut off
-            raise UserError(f"cannot read {what} (truncated or corrupt?): {exc}", path=path) from None
+            raise UserError(
+                f"cannot read {what} (truncated or corrupt?): {exc}", path=path
+            ) from None
 
 
 def peek_format(path: Path) -> object:
@@ -39,7 +47,9 @@ def peek_format(path: Path) -> object:
         with h5py.File(path, "r") as handle:
             return _attr_str(handle.attrs.get("format"))
     except OSError as exc:
-        raise UserError(f"not a readable HDF5 file (truncated or corrupt?): {exc}", path=path) from None
+        raise UserError(
+            f"not a readable HDF5 file (truncated or corrupt?): {exc}", path=path
+        ) from None
 
 
 def _attr_str(value: object) -> object:

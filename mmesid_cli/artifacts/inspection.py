@@ -48,10 +48,15 @@ def _describe_h5(path: Path) -> tuple[str, Rows, None]:
     fmt = peek_format(path)
     if fmt == embeddings.FORMAT:
         emb = embeddings.read_embeddings(path)
-        rows: Rows = [("format", f"{fmt} v{embeddings.FORMAT_VERSION}"), ("items", f"{len(emb.item_ids):,}")]
+        rows: Rows = [
+            ("format", f"{fmt} v{embeddings.FORMAT_VERSION}"),
+            ("items", f"{len(emb.item_ids):,}"),
+        ]
         for name, table in emb.tables.items():
             present = "" if table.present is None else f", {int(table.present.sum()):,} present"
-            rows.append((f"embeddings/{name}", f"{table.values.shape[0]:,} × {table.dim} float32{present}"))
+            rows.append(
+                (f"embeddings/{name}", f"{table.values.shape[0]:,} × {table.dim} float32{present}")
+            )
             rows.extend((f"  {name}.{k}", _short(v)) for k, v in table.attrs.items())
         return f"{path}", rows, None
     if fmt == sids.FORMAT:
@@ -59,7 +64,12 @@ def _describe_h5(path: Path) -> tuple[str, Rows, None]:
         rows = [("format", f"{fmt} v{sids.FORMAT_VERSION}"), ("items", f"{len(s.item_ids):,}")]
         for name, codes in s.codes.items():
             unique = len(np.unique(codes, axis=0))
-            rows.append((f"codes/{name}", f"{codes.shape[0]:,} × {codes.shape[1]} levels, {unique:,} distinct SIDs"))
+            rows.append(
+                (
+                    f"codes/{name}",
+                    f"{codes.shape[0]:,} × {codes.shape[1]} levels, {unique:,} distinct SIDs",
+                )
+            )
             rows.extend((f"  {name}.{k}", _short(v)) for k, v in s.attrs.get(name, {}).items())
         return f"{path}", rows, None
     raise UserError(f"HDF5 file of unknown format {fmt!r}", path=path)
@@ -73,9 +83,13 @@ def _describe_safetensors(path: Path) -> tuple[str, Rows, dict | None]:
             meta = handle.metadata() or {}
             shapes = {k: handle.get_slice(k).get_shape() for k in handle.keys()}
     except (SafetensorError, OSError) as exc:
-        raise UserError(f"not a readable safetensors file (truncated or corrupt?): {exc}", path=path) from None
+        raise UserError(
+            f"not a readable safetensors file (truncated or corrupt?): {exc}", path=path
+        ) from None
     rows: Rows = [(k, v) for k, v in meta.items() if k != "config"]
-    rows.append(("tensors", f"{len(shapes)} ({sum(int(np.prod(s)) for s in shapes.values()):,} values)"))
+    rows.append(
+        ("tensors", f"{len(shapes)} ({sum(int(np.prod(s)) for s in shapes.values()):,} values)")
+    )
     rows.extend((name, " × ".join(map(str, shape))) for name, shape in sorted(shapes.items()))
     config = json.loads(meta["config"]) if "config" in meta else None
     return f"{path}", rows, config

@@ -41,7 +41,9 @@ def _validate(sids: Sids, path: object) -> None:
     n = len(sids.item_ids)
     for name, codes in sids.codes.items():
         if codes.ndim != 2 or codes.shape[0] != n or codes.shape[1] == 0:
-            raise UserError(f"codes {name!r} have shape {codes.shape}, expected ({n}, L)", path=path)
+            raise UserError(
+                f"codes {name!r} have shape {codes.shape}, expected ({n}, L)", path=path
+            )
         if not np.issubdtype(codes.dtype, np.integer):
             raise UserError(f"codes {name!r} are {codes.dtype}, expected integers", path=path)
         if codes.size and codes.min() < 0:

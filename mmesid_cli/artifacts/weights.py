@@ -65,7 +65,9 @@ def read_weights(path: str | os.PathLike[str], *, kind: str) -> Weights:
             )
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError) as exc:
-        raise UserError(f"not a readable safetensors file (truncated or corrupt?): {exc}", path=path) from None
+        raise UserError(
+            f"not a readable safetensors file (truncated or corrupt?): {exc}", path=path
+        ) from None
     try:
         config = json.loads(metadata.get("config", "{}"))
     except json.JSONDecodeError as exc:
@@ -80,4 +82,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         with safe_open(str(Path(path)), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except (SafetensorError, OSError) as exc:
-        raise UserError(f"not a readable safetensors file (truncated or corrupt?): {exc}", path=path) from None
+        raise UserError(
+            f"not a readable safetensors file (truncated or corrupt?): {exc}", path=path
+        ) from None

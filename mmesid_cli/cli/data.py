@@ -13,10 +13,19 @@ from mmesid_cli.data import importers
 from mmesid_cli.data.records import read_items, read_sequences
 from mmesid_cli.data.stats import dataset_stats
 
-data_app = typer.Typer(help="Import public data sets into items.jsonl + sequences.jsonl, and describe them.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Import public data sets into items.jsonl + sequences.jsonl, and describe them.",
+    no_args_is_help=True,
+)
 
-OUT_OPTION = typer.Option(..., "-o", "--out", help="Folder to write items.jsonl and sequences.jsonl into.")
-MIN_OPTION = typer.Option(0, "--min-interactions", help="k-core filter: repeatedly drop users and items with fewer interactions (0 = keep all).")
+OUT_OPTION = typer.Option(
+    ..., "-o", "--out", help="Folder to write items.jsonl and sequences.jsonl into."
+)
+MIN_OPTION = typer.Option(
+    0,
+    "--min-interactions",
+    help="k-core filter: repeatedly drop users and items with fewer interactions (0 = keep all).",
+)
 
 
 def _finish(imported: importers.Imported, out_dir: Path, min_interactions: int) -> None:
@@ -31,10 +40,19 @@ def _finish(imported: importers.Imported, out_dir: Path, min_interactions: int) 
 
 @data_app.command("import-amazon")
 def import_amazon(
-    path: Path = typer.Argument(..., help="A raw folder (MME-SID: <name>.txt [+ CSV]; P5: sequential_data.txt + datamaps.json) or a sequence .txt file."),
+    path: Path = typer.Argument(
+        ...,
+        help="A raw folder (MME-SID: <name>.txt [+ CSV]; P5: sequential_data.txt + datamaps.json) or a sequence .txt file.",
+    ),
     out_dir: Path = OUT_OPTION,
-    text_csv: Path | None = typer.Option(None, "--text-csv", help="CSV asin,title,imUrl,id naming each 1-based item id (MME-SID layout)."),
-    datamaps: Path | None = typer.Option(None, "--datamaps", help="P5 / S3-Rec datamaps.json (id2user, id2item)."),
+    text_csv: Path | None = typer.Option(
+        None,
+        "--text-csv",
+        help="CSV asin,title,imUrl,id naming each 1-based item id (MME-SID layout).",
+    ),
+    datamaps: Path | None = typer.Option(
+        None, "--datamaps", help="P5 / S3-Rec datamaps.json (id2user, id2item)."
+    ),
     min_interactions: int = MIN_OPTION,
 ) -> None:
     """Import Amazon review data in the MME-SID / E4SRec or the P5 / S3-Rec layout.
@@ -42,12 +60,18 @@ def import_amazon(
     Lines are `<user> <item> <item> ...` with 1-based item ids, already chronological.
     Example: mmesid data import-amazon ../shared/data/beauty/raw -o data/beauty
     """
-    _finish(importers.import_amazon(path, text_csv=text_csv, datamaps=datamaps), out_dir, min_interactions)
+    _finish(
+        importers.import_amazon(path, text_csv=text_csv, datamaps=datamaps),
+        out_dir,
+        min_interactions,
+    )
 
 
 @data_app.command("import-movielens")
 def import_movielens(
-    folder: Path = typer.Argument(..., help="An ml-100k folder (u.data, u.item) or an ml-1m folder (ratings.dat, movies.dat)."),
+    folder: Path = typer.Argument(
+        ..., help="An ml-100k folder (u.data, u.item) or an ml-1m folder (ratings.dat, movies.dat)."
+    ),
     out_dir: Path = OUT_OPTION,
     min_interactions: int = MIN_OPTION,
 ) -> None:
@@ -57,7 +81,10 @@ def import_movielens(
 
 @data_app.command("import-recbole")
 def import_recbole(
-    path: Path = typer.Argument(..., help="A RecBole atomic-file folder or its .inter file (a .item beside it gives titles)."),
+    path: Path = typer.Argument(
+        ...,
+        help="A RecBole atomic-file folder or its .inter file (a .item beside it gives titles).",
+    ),
     out_dir: Path = OUT_OPTION,
     min_interactions: int = MIN_OPTION,
 ) -> None:
@@ -69,7 +96,9 @@ def import_recbole(
 def stats(
     items: Path = typer.Argument(..., help="items.jsonl"),
     sequences: Path = typer.Argument(..., help="sequences.jsonl"),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures as a JSON report."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Also write the figures as a JSON report."
+    ),
 ) -> None:
     """Users, items, interactions, sequence lengths, items without text, and split sizes."""
     item_table = read_items(items)
@@ -87,7 +116,11 @@ def stats(
     if json_out is not None:
         from mmesid_cli.artifacts.reports import write_report
 
-        write_report(json_out, "data-stats", {"items_file": str(items), "sequences_file": str(sequences), "stats": figures})
+        write_report(
+            json_out,
+            "data-stats",
+            {"items_file": str(items), "sequences_file": str(sequences), "stats": figures},
+        )
 
 
 def _fmt(value: object) -> str:

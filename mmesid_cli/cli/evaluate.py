@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -13,12 +13,12 @@ from mmesid_cli.cli.console import console, out, progress
 from mmesid_cli.errors import UserError
 
 
-class Baseline(str, Enum):
+class Baseline(StrEnum):
     popularity = "popularity"
     sasrec = "sasrec"
 
 
-class SplitName(str, Enum):
+class SplitName(StrEnum):
     test = "test"
     valid = "valid"
 
@@ -34,17 +34,37 @@ def _parse_ks(text: str) -> list[int]:
 
 
 def evaluate(
-    run_dir: Path | None = typer.Argument(None, help="A `mmesid finetune` run directory (omit with --baseline)."),
-    sequences: Path = typer.Option(..., "--sequences", help="sequences.jsonl (the same users the model was trained on)."),
-    items: Path = typer.Option(..., "--items", help="items.jsonl: the catalogue, in the row order of the embeddings."),
-    split: SplitName = typer.Option(SplitName.test, "--split", help="test: target = last item; valid: target = second to last."),
+    run_dir: Path | None = typer.Argument(
+        None, help="A `mmesid finetune` run directory (omit with --baseline)."
+    ),
+    sequences: Path = typer.Option(
+        ..., "--sequences", help="sequences.jsonl (the same users the model was trained on)."
+    ),
+    items: Path = typer.Option(
+        ..., "--items", help="items.jsonl: the catalogue, in the row order of the embeddings."
+    ),
+    split: SplitName = typer.Option(
+        SplitName.test, "--split", help="test: target = last item; valid: target = second to last."
+    ),
     k: str = typer.Option("5,10,20", "--k", help="Cut-offs K for HR@K, NDCG@K and MRR@K."),
-    baseline: Baseline | None = typer.Option(None, "--baseline", help="Evaluate a baseline instead of a run: popularity (training-part counts) or sasrec (needs --checkpoint)."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="sasrec.safetensors written by `mmesid embed --modality collab`."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the figures and the protocol as a JSON report."),
-    per_user: Path | None = typer.Option(None, "--per-user", help="Write each evaluated user's target and its 0-based rank as JSONL."),
+    baseline: Baseline | None = typer.Option(
+        None,
+        "--baseline",
+        help="Evaluate a baseline instead of a run: popularity (training-part counts) or sasrec (needs --checkpoint).",
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="sasrec.safetensors written by `mmesid embed --modality collab`."
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write the figures and the protocol as a JSON report."
+    ),
+    per_user: Path | None = typer.Option(
+        None, "--per-user", help="Write each evaluated user's target and its 0-based rank as JSONL."
+    ),
     batch_size: int = typer.Option(256, "--batch-size", help="Users scored per matmul."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …"),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …"
+    ),
 ) -> None:
     """Full-ranking HR/NDCG/MRR@K with the user's history masked, for a run or a baseline.
 
@@ -66,21 +86,40 @@ def evaluate(
         raise UserError("--baseline sasrec needs --checkpoint sasrec.safetensors")
     item_table = read_items(items)
     seq_table = read_sequences(sequences, item_table)
-    scorer, model_name = load_scorer(run_dir, baseline and baseline.value, checkpoint, item_table, seq_table, device)
+    scorer, model_name = load_scorer(
+        run_dir, baseline and baseline.value, checkpoint, item_table, seq_table, device
+    )
     from mmesid_cli.data.split import eval_cases
 
     n_users = len(eval_cases(seq_table, split.value))
     with progress() as bar:
         task = bar.add_task(f"ranking {item_table.__len__():,} items", total=n_users)
         result = evaluate_scorer(
-            scorer, seq_table, split.value, ks, batch_size, model=model_name, progress=lambda n: bar.advance(task, n)
+            scorer,
+            seq_table,
+            split.value,
+            ks,
+            batch_size,
+            model=model_name,
+            progress=lambda n: bar.advance(task, n),
         )
-    _print(result.metrics, ks, f"{model_name} — {split.value}, {result.protocol['users']:,} users, {seq_table.n_items:,} items")
+    _print(
+        result.metrics,
+        ks,
+        f"{model_name} — {split.value}, {result.protocol['users']:,} users, {seq_table.n_items:,} items",
+    )
     if per_user is not None:
         from mmesid_cli.artifacts.atomic import write_text_atomic
 
         lines = [
-            json.dumps({"user_id": seq_table.user_ids[u], "target": item_table.records[t]["item_id"], "rank": int(r)}, ensure_ascii=False)
+            json.dumps(
+                {
+                    "user_id": seq_table.user_ids[u],
+                    "target": item_table.records[t]["item_id"],
+                    "rank": int(r),
+                },
+                ensure_ascii=False,
+            )
             for u, t, r in zip(result.users, result.targets, result.ranks, strict=True)
         ]
         write_text_atomic(per_user, "\n".join(lines) + "\n")
@@ -94,7 +133,12 @@ def evaluate(
                 "model": model_name,
                 "metrics": result.metrics,
                 "protocol": result.protocol,
-                "inputs": {"sequences": str(sequences), "items": str(items), "run_dir": str(run_dir) if run_dir else None, "checkpoint": str(checkpoint) if checkpoint else None},
+                "inputs": {
+                    "sequences": str(sequences),
+                    "items": str(items),
+                    "run_dir": str(run_dir) if run_dir else None,
+                    "checkpoint": str(checkpoint) if checkpoint else None,
+                },
                 "environment": environment(),
             },
         )
@@ -113,7 +157,9 @@ def _print(metrics: dict[str, float], ks: list[int], title: str) -> None:
 
 def report(
     reports: list[Path] = typer.Argument(..., help="evaluate --json reports to compare."),
-    markdown: Path | None = typer.Option(None, "--markdown", help="Also write the table as Markdown."),
+    markdown: Path | None = typer.Option(
+        None, "--markdown", help="Also write the table as Markdown."
+    ),
     k: str = typer.Option("5,10,20", "--k", help="Cut-offs to show."),
 ) -> None:
     """Compare `mmesid evaluate` reports in one table (terminal and Markdown)."""

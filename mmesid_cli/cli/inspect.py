@@ -11,7 +11,11 @@ from rich.table import Table
 from mmesid_cli.cli.console import out
 
 
-def inspect_file(path: Path = typer.Argument(..., help="An embeddings.h5, sids.h5, *.safetensors, JSON report or JSONL file.")) -> None:
+def inspect_file(
+    path: Path = typer.Argument(
+        ..., help="An embeddings.h5, sids.h5, *.safetensors, JSON report or JSONL file."
+    ),
+) -> None:
     """Print what an mmesid file holds: format, items, tables and their shapes, config."""
     from mmesid_cli.artifacts.inspection import describe
 
@@ -28,4 +32,3 @@ def inspect_file(path: Path = typer.Argument(..., help="An embeddings.h5, sids.h
 
 def register(app: typer.Typer) -> None:
     app.command("inspect")(inspect_file)
-

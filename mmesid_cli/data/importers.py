@@ -87,16 +87,24 @@ def import_amazon_txt(seq_path: Path, text_csv: Path | None = None) -> Imported:
         reader = csv.DictReader(io.StringIO(_decode(text_csv, "item text CSV"), newline=""))
         need = {"asin", "title", "imUrl", "id"}
         if reader.fieldnames is None or not need <= set(reader.fieldnames):
-            raise UserError(f"expected CSV columns {sorted(need)}, found {reader.fieldnames}", path=text_csv)
+            raise UserError(
+                f"expected CSV columns {sorted(need)}, found {reader.fieldnames}", path=text_csv
+            )
         by_id: dict[int, dict[str, object]] = {}
         for record in reader:
             try:
                 item = int(record["id"])
             except (TypeError, ValueError):
-                raise UserError(f"bad id {record['id']!r}", path=text_csv, line=reader.line_num) from None
+                raise UserError(
+                    f"bad id {record['id']!r}", path=text_csv, line=reader.line_num
+                ) from None
             if item in by_id:
                 raise UserError(f"id {item} appears twice", path=text_csv, line=reader.line_num)
-            by_id[item] = {"item_id": record["asin"], "title": record["title"], "image_url": record["imUrl"]}
+            by_id[item] = {
+                "item_id": record["asin"],
+                "title": record["title"],
+                "image_url": record["imUrl"],
+            }
         missing = [i for i in range(1, n_items + 1) if i not in by_id]
         if missing:
             raise UserError(
@@ -130,15 +138,23 @@ def import_p5(seq_path: Path, datamaps_path: Path) -> Imported:
     sequences = []
     for number, user, ids in rows:
         if user not in id2user:
-            raise UserError(f"user {user} is not in id2user of {datamaps_path.name}", path=seq_path, line=number)
+            raise UserError(
+                f"user {user} is not in id2user of {datamaps_path.name}", path=seq_path, line=number
+            )
         try:
             sequences.append((id2user[user], [id2item[str(i)] for i in ids], None))
         except KeyError as exc:
-            raise UserError(f"item {exc.args[0]} is not in id2item of {datamaps_path.name}", path=seq_path, line=number) from None
+            raise UserError(
+                f"item {exc.args[0]} is not in id2item of {datamaps_path.name}",
+                path=seq_path,
+                line=number,
+            ) from None
     return Imported(items=items, sequences=sequences, source=f"p5:{seq_path.name}")
 
 
-def import_amazon(path: str | os.PathLike[str], text_csv: Path | None = None, datamaps: Path | None = None) -> Imported:
+def import_amazon(
+    path: str | os.PathLike[str], text_csv: Path | None = None, datamaps: Path | None = None
+) -> Imported:
     """Import a raw folder or sequence file, detecting MME-SID/E4SRec or P5/S3-Rec layout.
 
     A folder with ``sequential_data.txt`` and ``datamaps.json`` is P5; a folder with one
@@ -156,11 +172,16 @@ def import_amazon(path: str | os.PathLike[str], text_csv: Path | None = None, da
         elif len(txts) == 1:
             seq = txts[0]
         else:
-            raise UserError(f"expected one sequence .txt file in the folder, found {len(txts)}", path=path)
+            raise UserError(
+                f"expected one sequence .txt file in the folder, found {len(txts)}", path=path
+            )
         if datamaps is None and text_csv is None:
             csvs = sorted(path.glob("*.csv"))
             if len(csvs) > 1:
-                raise UserError(f"several CSV files; name one with --text-csv ({[c.name for c in csvs]})", path=path)
+                raise UserError(
+                    f"several CSV files; name one with --text-csv ({[c.name for c in csvs]})",
+                    path=path,
+                )
             text_csv = csvs[0] if csvs else None
     else:
         seq = path
@@ -169,7 +190,9 @@ def import_amazon(path: str | os.PathLike[str], text_csv: Path | None = None, da
     return import_amazon_txt(seq, text_csv)
 
 
-def _chronological(events: dict[str, list[tuple[float, int, str]]]) -> list[tuple[str, list[str], list[float]]]:
+def _chronological(
+    events: dict[str, list[tuple[float, int, str]]],
+) -> list[tuple[str, list[str], list[float]]]:
     """Order each user's (timestamp, file position, item) by time, ties by file order."""
     out = []
     for user, evs in events.items():
@@ -194,25 +217,52 @@ def import_movielens(folder: str | os.PathLike[str]) -> Imported:
                 continue
             parts = line.split("\t")
             if len(parts) != 4:
-                raise UserError("expected user\\titem\\trating\\ttimestamp", path=data_path, line=number)
+                raise UserError(
+                    "expected user\\titem\\trating\\ttimestamp", path=data_path, line=number
+                )
             events[parts[0]].append((float(parts[3]), number, parts[1]))
         if (folder / "u.item").exists():
             for line in _read_text(folder / "u.item", "movie file", encoding="latin-1"):
                 parts = line.split("|")
                 if len(parts) >= 5:
-                    genres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                              "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-                              "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+                    genres = [
+                        "unknown",
+                        "Action",
+                        "Adventure",
+                        "Animation",
+                        "Children's",
+                        "Comedy",
+                        "Crime",
+                        "Documentary",
+                        "Drama",
+                        "Fantasy",
+                        "Film-Noir",
+                        "Horror",
+                        "Musical",
+                        "Mystery",
+                        "Romance",
+                        "Sci-Fi",
+                        "Thriller",
+                        "War",
+                        "Western",
+                    ]
                     flags = parts[5:24]
-                    titles[parts[0]] = {"title": parts[1], "categories": [g for g, f in zip(genres, flags, strict=False) if f == "1"]}
+                    titles[parts[0]] = {
+                        "title": parts[1],
+                        "categories": [g for g, f in zip(genres, flags, strict=False) if f == "1"],
+                    }
     elif (folder / "ratings.dat").exists():
         data_path = folder / "ratings.dat"
-        for number, line in enumerate(_read_text(data_path, "ratings file", encoding="latin-1"), start=1):
+        for number, line in enumerate(
+            _read_text(data_path, "ratings file", encoding="latin-1"), start=1
+        ):
             if not line.strip():
                 continue
             parts = line.split("::")
             if len(parts) != 4:
-                raise UserError("expected user::item::rating::timestamp", path=data_path, line=number)
+                raise UserError(
+                    "expected user::item::rating::timestamp", path=data_path, line=number
+                )
             events[parts[0]].append((float(parts[3]), number, parts[1]))
         if (folder / "movies.dat").exists():
             for line in _read_text(folder / "movies.dat", "movie file", encoding="latin-1"):
@@ -240,7 +290,9 @@ def import_recbole(path: str | os.PathLike[str]) -> Imported:
     if path.is_dir():
         inters = sorted(path.glob("*.inter"))
         if len(inters) != 1:
-            raise UserError(f"expected one .inter file in the folder, found {len(inters)}", path=path)
+            raise UserError(
+                f"expected one .inter file in the folder, found {len(inters)}", path=path
+            )
         inter = inters[0]
     else:
         inter = path
@@ -256,11 +308,17 @@ def import_recbole(path: str | os.PathLike[str]) -> Imported:
             continue
         parts = line.split("\t")
         if len(parts) != len(header):
-            raise UserError(f"expected {len(header)} tab-separated fields, found {len(parts)}", path=inter, line=number)
+            raise UserError(
+                f"expected {len(header)} tab-separated fields, found {len(parts)}",
+                path=inter,
+                line=number,
+            )
         try:
             stamp = float(parts[t]) if t is not None else float(number)
         except ValueError:
-            raise UserError(f"timestamp {parts[t]!r} is not a number", path=inter, line=number) from None
+            raise UserError(
+                f"timestamp {parts[t]!r} is not a number", path=inter, line=number
+            ) from None
         events[parts[u]].append((stamp, number, parts[i]))
     titles: dict[str, dict[str, object]] = {}
     item_file = inter.with_suffix(".item")
@@ -270,7 +328,9 @@ def import_recbole(path: str | os.PathLike[str]) -> Imported:
         for number, line in enumerate(rows[1:], start=2):
             parts = line.split("\t")
             if len(parts) != len(cols):
-                raise UserError(f"expected {len(cols)} tab-separated fields", path=item_file, line=number)
+                raise UserError(
+                    f"expected {len(cols)} tab-separated fields", path=item_file, line=number
+                )
             record = dict(zip(cols, parts, strict=True))
             item_id = record.pop("item_id")
             fields: dict[str, object] = {}
@@ -300,9 +360,13 @@ def k_core(imported: Imported, min_interactions: int) -> Imported:
             ts2 = None if ts is None else [t for t, m in zip(ts, mask, strict=True) if m]
             if len(s2) >= min_interactions:
                 new.append((u, s2, ts2))
-        if len(new) == len(seqs) and all(len(a[1]) == len(b[1]) for a, b in zip(new, seqs, strict=True)):
+        if len(new) == len(seqs) and all(
+            len(a[1]) == len(b[1]) for a, b in zip(new, seqs, strict=True)
+        ):
             break
         seqs = new
     used = {i for _, s, _ in seqs for i in s}
     items = [r for r in imported.items if r["item_id"] in used]
-    return Imported(items=items, sequences=seqs, source=f"{imported.source}|{min_interactions}-core")
+    return Imported(
+        items=items, sequences=seqs, source=f"{imported.source}|{min_interactions}-core"
+    )

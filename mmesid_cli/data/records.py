@@ -69,15 +69,23 @@ def _json_lines(path: Path, what: str) -> Iterator[tuple[int, dict[str, object]]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise UserError(f"is not UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=number) from None
+                raise UserError(
+                    f"is not UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=number
+                ) from None
             if not text.strip():
                 continue
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise UserError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=number) from None
+                raise UserError(
+                    f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=number
+                ) from None
             if not isinstance(record, dict):
-                raise UserError(f"expected a JSON object per line, found {type(record).__name__}", path=path, line=number)
+                raise UserError(
+                    f"expected a JSON object per line, found {type(record).__name__}",
+                    path=path,
+                    line=number,
+                )
             any_line = True
             yield number, record
     if not any_line:
@@ -93,10 +101,16 @@ def read_items(path: str | os.PathLike[str]) -> ItemTable:
         if item_id is None:
             raise UserError("record has no 'item_id'", path=path, line=number)
         if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
-            raise UserError(f"'item_id' must be a string, found {item_id!r}", path=path, line=number)
+            raise UserError(
+                f"'item_id' must be a string, found {item_id!r}", path=path, line=number
+            )
         item_id = str(item_id)
         if item_id in seen:
-            raise UserError(f"duplicate item_id {item_id!r} (first on line {seen[item_id]})", path=path, line=number)
+            raise UserError(
+                f"duplicate item_id {item_id!r} (first on line {seen[item_id]})",
+                path=path,
+                line=number,
+            )
         seen[item_id] = number
         record["item_id"] = item_id
         records.append(record)
@@ -117,7 +131,9 @@ def read_sequences(path: str | os.PathLike[str], items: ItemTable) -> SequenceTa
             raise UserError("record has no 'user_id'", path=path, line=number)
         user = str(user)
         if user in seen:
-            raise UserError(f"duplicate user_id {user!r} (first on line {seen[user]})", path=path, line=number)
+            raise UserError(
+                f"duplicate user_id {user!r} (first on line {seen[user]})", path=path, line=number
+            )
         seen[user] = number
         if not isinstance(seq, list) or not seq:
             raise UserError("'items' must be a non-empty list of item ids", path=path, line=number)
@@ -125,14 +141,20 @@ def read_sequences(path: str | os.PathLike[str], items: ItemTable) -> SequenceTa
             row = np.fromiter((items.index[str(i)] for i in seq), dtype=np.int64, count=len(seq))
         except KeyError as exc:
             where = f" ({items.path})" if items.path else ""
-            raise UserError(f"item {exc.args[0]!r} is not in the items file{where}", path=path, line=number) from None
+            raise UserError(
+                f"item {exc.args[0]!r} is not in the items file{where}", path=path, line=number
+            ) from None
         ts = record.get("timestamps")
         if ts is not None and (not isinstance(ts, list) or len(ts) != len(seq)):
-            raise UserError("'timestamps' must be a list as long as 'items'", path=path, line=number)
+            raise UserError(
+                "'timestamps' must be a list as long as 'items'", path=path, line=number
+            )
         user_ids.append(user)
         rows.append(row)
         stamps.append(ts)
-    return SequenceTable(user_ids=user_ids, items=rows, timestamps=stamps, n_items=len(items), path=path)
+    return SequenceTable(
+        user_ids=user_ids, items=rows, timestamps=stamps, n_items=len(items), path=path
+    )
 
 
 def _dump_lines(path: str | os.PathLike[str], records: Iterable[dict[str, object]]) -> None:

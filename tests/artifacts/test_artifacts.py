@@ -11,7 +11,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from mmesid_cli.artifacts.embeddings import EmbeddingTable, Embeddings, add_table, read_embeddings, write_embeddings
+from mmesid_cli.artifacts.embeddings import (
+    Embeddings,
+    EmbeddingTable,
+    add_table,
+    read_embeddings,
+    write_embeddings,
+)
 from mmesid_cli.artifacts.reports import read_report, write_report
 from mmesid_cli.artifacts.sids import Sids, read_sids, write_sids
 from mmesid_cli.artifacts.weights import read_weights, write_weights
@@ -28,7 +34,10 @@ def test_embeddings_round_trip_and_plain_h5py(tmp_path: Path) -> None:
     present = np.array([True, False, True, True])
     emb = Embeddings(
         item_ids=IDS,
-        tables={"text": EmbeddingTable(text, attrs={"encoder": "m"}), "image": EmbeddingTable(image, present)},
+        tables={
+            "text": EmbeddingTable(text, attrs={"encoder": "m"}),
+            "image": EmbeddingTable(image, present),
+        },
     )
     path = tmp_path / "e.h5"
     write_embeddings(path, emb)
@@ -66,7 +75,12 @@ def test_embeddings_reject_nan(tmp_path: Path) -> None:
 
 def test_sids_round_trip_and_plain_h5py(tmp_path: Path) -> None:
     codes = np.array([[1, 2], [3, 4], [1, 2], [300, 0]])
-    sids = Sids(item_ids=IDS, codes={"text": codes}, attrs={"text": {"collision_rate": 0.25}}, file_attrs={"seed": 3})
+    sids = Sids(
+        item_ids=IDS,
+        codes={"text": codes},
+        attrs={"text": {"collision_rate": 0.25}},
+        file_attrs={"seed": 3},
+    )
     path = tmp_path / "s.h5"
     write_sids(path, sids)
     back = read_sids(path)
@@ -88,7 +102,9 @@ def test_weights_round_trip_and_plain_safetensors(tmp_path: Path) -> None:
     with safe_open(str(path), framework="np") as handle:
         assert handle.metadata()["format"] == "mmesid.tokenizer"
         assert json.loads(handle.metadata()["config"])["levels"] == 1
-        np.testing.assert_array_equal(handle.get_tensor("codebook.text.1"), tensors["codebook.text.1"].numpy())
+        np.testing.assert_array_equal(
+            handle.get_tensor("codebook.text.1"), tensors["codebook.text.1"].numpy()
+        )
     with pytest.raises(UserError, match="expected a mmesid.sasrec file"):
         read_weights(path, kind="sasrec")
 
@@ -112,10 +128,17 @@ def test_newer_format_version_is_refused(tmp_path: Path) -> None:
 
 
 def test_inspect_prints_each_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_embeddings(tmp_path / "e.h5", Embeddings(IDS, {"text": EmbeddingTable(np.ones((4, 2), np.float32))}))
+    write_embeddings(
+        tmp_path / "e.h5", Embeddings(IDS, {"text": EmbeddingTable(np.ones((4, 2), np.float32))})
+    )
     write_sids(tmp_path / "s.h5", Sids(IDS, {"text": np.zeros((4, 3), np.int64)}))
     write_weights(tmp_path / "w.safetensors", {"a": torch.zeros(2)}, kind="heads", config={"k": 1})
     write_report(tmp_path / "r.json", "demo", {"x": 1})
-    for name, needle in [("e.h5", "4 × 2 float32"), ("s.h5", "4 × 3 levels, 1 distinct"), ("w.safetensors", "mmesid.heads"), ("r.json", "demo")]:
+    for name, needle in [
+        ("e.h5", "4 × 2 float32"),
+        ("s.h5", "4 × 3 levels, 1 distinct"),
+        ("w.safetensors", "mmesid.heads"),
+        ("r.json", "demo"),
+    ]:
         assert run_cli("inspect", tmp_path / name) == 0
         assert needle in capsys.readouterr().out

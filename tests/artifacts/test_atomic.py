@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mmesid_cli.artifacts.embeddings import EmbeddingTable, Embeddings, read_embeddings, write_embeddings
+from mmesid_cli.artifacts.embeddings import (
+    Embeddings,
+    EmbeddingTable,
+    read_embeddings,
+    write_embeddings,
+)
 
 # The child writes a new embeddings file through the real writer, but stops forever right
 # after the item ids are in the temporary file: a deterministic "mid-write" for SIGKILL.
@@ -40,7 +45,9 @@ def test_killed_writer_leaves_previous_file(tmp_path: Path) -> None:
     write_embeddings(path, Embeddings(["a", "b", "c", "d"], {"old": EmbeddingTable(old)}))
     before = path.read_bytes()
 
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "mid-write"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmesid_cli.artifacts.embeddings import EmbeddingTable, Embeddings, write_embeddings
+from mmesid_cli.artifacts.embeddings import Embeddings, EmbeddingTable, write_embeddings
 from mmesid_cli.artifacts.weights import write_weights
 from tests.conftest import run_cli
 
@@ -37,14 +37,22 @@ def _check(capsys: pytest.CaptureFixture[str], code: int, out: Path, *needles: s
 @pytest.mark.parametrize(
     ("sequences_text", "needles"),
     [
-        ('{"user_id": "u", "items": ["a"]}\n{"user_id": "v", "items": ["a"\n', ["sequences.jsonl:2", "malformed JSON"]),
-        ('{"user_id": "u", "items": ["a", "zz"]}\n', ["sequences.jsonl:1", "'zz'", "not in the items file"]),
+        (
+            '{"user_id": "u", "items": ["a"]}\n{"user_id": "v", "items": ["a"\n',
+            ["sequences.jsonl:2", "malformed JSON"],
+        ),
+        (
+            '{"user_id": "u", "items": ["a", "zz"]}\n',
+            ["sequences.jsonl:1", "'zz'", "not in the items file"],
+        ),
         ("", ["sequences.jsonl", "empty"]),
         ("\n\n", ["sequences.jsonl", "holds no sequences"]),
     ],
     ids=["malformed-json", "unknown-item", "empty-file", "blank-lines"],
 )
-def test_bad_sequences(tmp_path: Path, capsys: pytest.CaptureFixture[str], sequences_text: str, needles: list[str]) -> None:
+def test_bad_sequences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sequences_text: str, needles: list[str]
+) -> None:
     items = _good_items(tmp_path)
     sequences = tmp_path / "sequences.jsonl"
     sequences.write_text(sequences_text)
@@ -58,7 +66,14 @@ def test_duplicate_item_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     sequences = tmp_path / "sequences.jsonl"
     sequences.write_text('{"user_id": "u", "items": ["a"]}\n')
     out = tmp_path / "stats.json"
-    _check(capsys, _stats(items, sequences, out), out, "items.jsonl:3", "duplicate item_id 'a'", "line 1")
+    _check(
+        capsys,
+        _stats(items, sequences, out),
+        out,
+        "items.jsonl:3",
+        "duplicate item_id 'a'",
+        "line 1",
+    )
 
 
 def test_non_utf8_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,7 +87,13 @@ def test_non_utf8_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "stats.json"
-    _check(capsys, _stats(tmp_path / "nope.jsonl", tmp_path / "s.jsonl", out), out, "nope.jsonl", "not found")
+    _check(
+        capsys,
+        _stats(tmp_path / "nope.jsonl", tmp_path / "s.jsonl", out),
+        out,
+        "nope.jsonl",
+        "not found",
+    )
 
 
 def test_missing_raw_folder_for_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,13 +116,17 @@ def test_bad_raw_line_names_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def _h5(tmp_path: Path) -> Path:
     path = tmp_path / "embeddings.h5"
     table = EmbeddingTable(values=np.random.default_rng(0).normal(size=(50, 64)).astype(np.float32))
-    write_embeddings(path, Embeddings(item_ids=[f"i{k}" for k in range(50)], tables={"text": table}))
+    write_embeddings(
+        path, Embeddings(item_ids=[f"i{k}" for k in range(50)], tables={"text": table})
+    )
     return path
 
 
 def _safetensors(tmp_path: Path) -> Path:
     path = tmp_path / "tokenizer.safetensors"
-    write_weights(path, {"codebook.text.1": torch.randn(64, 32)}, kind="tokenizer", config={"levels": 1})
+    write_weights(
+        path, {"codebook.text.1": torch.randn(64, 32)}, kind="tokenizer", config={"levels": 1}
+    )
     return path
 
 
@@ -121,7 +146,9 @@ def test_wrong_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     from mmesid_cli.errors import UserError
 
     path = _h5(tmp_path)
-    with pytest.raises(UserError, match="expected a mmesid.sids file, found format 'mmesid.embeddings'"):
+    with pytest.raises(
+        UserError, match="expected a mmesid.sids file, found format 'mmesid.embeddings'"
+    ):
         read_sids(path)
     # a JSON file that is not a report
     bogus = tmp_path / "x.json"

@@ -58,7 +58,9 @@ def test_movielens_100k_orders_by_time(tmp_path: Path) -> None:
     (tmp_path / "u.data").write_text("1\t10\t5\t300\n1\t20\t3\t100\n2\t10\t4\t50\n1\t30\t4\t100\n")
     genres = "|".join(["0"] * 19)
     (tmp_path / "u.item").write_bytes(
-        f"10|Caf\xe9 (1995)|01-Jan-1995||url|{genres}\n20|B (1996)|x||u|{genres}\n".encode("latin-1")
+        f"10|Caf\xe9 (1995)|01-Jan-1995||url|{genres}\n20|B (1996)|x||u|{genres}\n".encode(
+            "latin-1"
+        )
     )
     imported = importers.import_movielens(tmp_path)
     # ties (user 1 at t=100) keep file order: 20 before 30
@@ -79,18 +81,31 @@ def test_recbole_atomic_files(tmp_path: Path) -> None:
     (tmp_path / "toy.inter").write_text(
         "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t20\n1\t1\t3\t10\n"
     )
-    (tmp_path / "toy.item").write_text("item_id:token\tmovie_title:token_seq\tclass:token_seq\n1\tOne\tA B\n")
+    (tmp_path / "toy.item").write_text(
+        "item_id:token\tmovie_title:token_seq\tclass:token_seq\n1\tOne\tA B\n"
+    )
     imported = importers.import_recbole(tmp_path)
     assert imported.sequences == [("1", ["1", "2"], [10.0, 20.0])]
     assert imported.items[0] == {"item_id": "1", "title": "One", "categories": ["A", "B"]}
 
 
 def test_k_core_filter_is_iterated() -> None:
-    seqs = [("a", ["x", "y", "z"], None), ("b", ["x", "y"], None), ("c", ["z"], None), ("d", ["x", "y", "w"], None)]
-    imported = importers.Imported(items=[{"item_id": i} for i in "xyzw"], sequences=seqs, source="t")
+    seqs = [
+        ("a", ["x", "y", "z"], None),
+        ("b", ["x", "y"], None),
+        ("c", ["z"], None),
+        ("d", ["x", "y", "w"], None),
+    ]
+    imported = importers.Imported(
+        items=[{"item_id": i} for i in "xyzw"], sequences=seqs, source="t"
+    )
     core = importers.k_core(imported, 2)
     # w (1 interaction) and c (1 item) go; then z has 1 interaction left and goes too
-    assert core.sequences == [("a", ["x", "y"], None), ("b", ["x", "y"], None), ("d", ["x", "y"], None)]
+    assert core.sequences == [
+        ("a", ["x", "y"], None),
+        ("b", ["x", "y"], None),
+        ("d", ["x", "y"], None),
+    ]
     assert [r["item_id"] for r in core.items] == ["x", "y"]
 
 

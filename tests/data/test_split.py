@@ -21,7 +21,10 @@ def test_eval_cases_follow_leave_one_out() -> None:
     table = _table([[1, 2, 3, 4], [5, 6], [7, 8, 9]])
     test = eval_cases(table, "test")
     valid = eval_cases(table, "valid")
-    assert [(c.user, c.history.tolist(), c.target) for c in test] == [(0, [1, 2, 3], 4), (2, [7, 8], 9)]
+    assert [(c.user, c.history.tolist(), c.target) for c in test] == [
+        (0, [1, 2, 3], 4),
+        (2, [7, 8], 9),
+    ]
     assert [(c.user, c.history.tolist(), c.target) for c in valid] == [(0, [1, 2], 3), (2, [7], 8)]
 
 
