@@ -62,3 +62,14 @@ def test_killed_writer_leaves_previous_file(tmp_path: Path) -> None:
     back = read_embeddings(path)
     assert back.item_ids == ["a", "b", "c", "d"]
     np.testing.assert_array_equal(back.tables["old"].values, old)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    from mmesid_cli.artifacts.atomic import write_text_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
