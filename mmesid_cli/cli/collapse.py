@@ -1,0 +1,238 @@
+"""``mmesid collapse``: the singular value spectrum and effective rank of item-token matrices."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from mmesid_cli.cli.console import console, out
+from mmesid_cli.errors import UserError
+
+
+def _read_matrices(spec: str, sids: Path | None) -> list[tuple[str, np.ndarray, str, dict]]:
+    """(name, N × d matrix, stored dtype, info) for one ``FILE[:NAME]`` source."""
+    from mmesid_cli.cli.concordance import read_any_weights, split_spec
+
+    path, name = split_spec(spec)
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        from mmesid_cli.artifacts.embeddings import read_embeddings
+
+        embeddings = read_embeddings(path, None if name is None else [name])
+        found = []
+        for modality, table in embeddings.tables.items():
+            values, info = table.values, {"source": str(path), "table": modality}
+            if table.present is not None and not table.present.all():
+                values = values[table.present]  # items without an input have no embedding
+                info["absent_rows_dropped"] = int((~table.present).sum())
+            found.append((f"{path.name}:{modality}", values, "float32", info))
+        return found
+    if suffix == ".safetensors":
+        if name is None:
+            raise UserError(
+                "name a tensor (FILE.safetensors:TENSOR) or a modality with --sids", path=path
+            )
+        weights = read_any_weights(path)
+        if name in weights.tensors:
+            tensor = weights.tensors[name]
+            if tensor.ndim != 2:
+                raise UserError(
+                    f"tensor {name!r} has shape {tuple(tensor.shape)}, expected 2-D", path=path
+                )
+            import torch
+
+            matrix = tensor.detach().to(torch.float32).numpy()
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            info = {"source": str(path), "tensor": name, "stored_dtype": str(tensor.dtype)}
+            return [(f"{path.name}:{name}", matrix, dtype, info)]
+        if any(t.startswith(f"codebook.{name}.") for t in weights.tensors):
+            return [_sid_space(path, name, sids)]
+        some = ", ".join(sorted(weights.tensors)[:8])
+        raise UserError(f"has no tensor or codebook named {name!r} (tensors: {some}, …)", path=path)
+    raise UserError("expected an .h5 embeddings file or a .safetensors file", path=path)
+
+
+def _sid_space(path: Path, modality: str, sids: Path | None) -> tuple[str, np.ndarray, str, dict]:
+    """The SID-space vector of every item of ``sids``: the sum of its codewords."""
+    from mmesid_cli.analysis.concordance import sid_space_tables
+    from mmesid_cli.artifacts.sids import read_sids
+    from mmesid_cli.cli.concordance import codes_for_codebooks, read_codebooks
+
+    if sids is None:
+        raise UserError(f"the SID space of {modality!r} needs --sids (the items' codes)", path=path)
+    books = read_codebooks(path)[modality]
+    sid_file = read_sids(sids)
+    codes = sid_file.modality(modality, sids)
+    codes = codes_for_codebooks(codes, sid_file.attrs.get(modality, {}), len(books), modality, sids)
+    for level, book in enumerate(books, start=1):
+        if codes[:, level - 1].max() >= book.shape[0]:
+            raise UserError(
+                f"codes {modality!r} exceed the {book.shape[0]} codes of level {level}", path=sids
+            )
+    matrix = sid_space_tables(books, codes)[-1]
+    info = {"source": str(path), "sids": str(sids), "modality": modality, "levels": len(books)}
+    return f"{path.name}:{modality} (SID space)", matrix, "float32", info
+
+
+def collapse_command(
+    sources: list[str] = typer.Argument(
+        ...,
+        help="Item matrices: FILE.h5[:MODALITY] (embedding tables), FILE.safetensors:TENSOR (any "
+        "2-D tensor of an mmesid file, e.g. a run's item tokens), or FILE.safetensors:MODALITY "
+        "with --sids (the SID space: each item's sum of codewords).",
+    ),
+    project: list[int] | None = typer.Option(
+        None,
+        "--project",
+        help="Also measure a random linear projection of each matrix to this many dimensions "
+        "(the paper's case: 64 -> 4096); repeatable.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random projections."),
+    sids: Path | None = typer.Option(None, "--sids", help="sids.h5 for SID-space sources."),
+    center: bool = typer.Option(False, "--center", help="Subtract the column means first."),
+    rtol: float | None = typer.Option(
+        None,
+        "--rtol",
+        help="Singular values at most rtol·σ_max count as zero (default: max(N, d)·eps of the "
+        "stored dtype, as numpy.linalg.matrix_rank).",
+    ),
+    report: Path | None = typer.Option(None, "-o", "--out", help="Write the JSON report here."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw the spectra (.png/.pdf/.svg)."),
+) -> None:
+    """Embedding collapse (method.md §1): singular spectrum and rank of item matrices.
+
+    Numerical rank, effective rank (Roy & Vetterli 2007) and the dimensions holding 90% / 99%
+    of the energy.
+
+    Example: mmesid collapse embeddings.h5:collab --project 576 --project 4096 --plot collapse.png
+    """
+    from mmesid_cli.cli.concordance import require_plot
+
+    started = time.perf_counter()
+    if any(dim < 1 for dim in project or []):
+        raise UserError("--project dimensions must be at least 1")
+    if rtol is not None and rtol < 0:
+        raise UserError("--rtol must be 0 or more")
+    require_plot(plot)
+    from mmesid_cli.analysis.collapse import random_projection, spectrum
+
+    matrices = [m for spec in sources for m in _read_matrices(spec, sids)]
+    rows: list[dict[str, object]] = []
+    for name, matrix, dtype, info in matrices:
+        variants = [(name, matrix, dtype, {**info, "projection": None})]
+        for dim in project or []:
+            projected = random_projection(matrix, dim, seed)
+            variants.append(
+                (
+                    f"{name} → {dim} (random linear)",
+                    projected,
+                    "float32",
+                    {
+                        **info,
+                        "projection": {
+                            "kind": "random linear, N(0, 1/d)",
+                            "dim": dim,
+                            "seed": seed,
+                        },
+                    },
+                )
+            )
+        for label, values, stored, extra in variants:
+            try:
+                result = spectrum(values, center=center, rtol=rtol, dtype=stored)
+            except ValueError as exc:
+                raise UserError(f"{label}: {exc}", path=str(extra["source"])) from None
+            rows.append({"matrix": label, **extra, **result.as_dict()})
+
+    _print_table(rows)
+    if report is not None:
+        from mmesid_cli.artifacts.reports import environment, write_report
+
+        write_report(
+            report,
+            "collapse",
+            {
+                "definitions": {
+                    "effective_rank": "exp(−Σ p_k ln p_k), p_k = σ_k / Σσ (Roy & Vetterli 2007)",
+                    "energy_dims": "fewest leading directions holding the fraction of Σσ²",
+                    "rank": "number of σ_k > rtol·σ_max",
+                },
+                "settings": {
+                    "center": center,
+                    "rtol": rtol,
+                    "seed": seed,
+                    "project": project or [],
+                },
+                "rows": rows,
+                "seconds": time.perf_counter() - started,
+                "environment": environment(),
+            },
+        )
+        console.print(f"wrote {report}")
+    if plot is not None:
+        _plot(plot, rows)
+        console.print(f"wrote {plot}")
+
+
+def _print_table(rows: list[dict[str, object]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Singular value spectrum of item matrices (embedding collapse)")
+    for column in ("matrix", "N × d", "rank", "effective rank", "90% energy", "99% energy", "rtol"):
+        table.add_column(column, justify="left" if column == "matrix" else "right", overflow="fold")
+    for row in rows:
+        n, d = row["shape"]  # type: ignore[misc]
+        energy = row["energy_dims"]
+        table.add_row(
+            str(row["matrix"]),
+            f"{n:,} × {d:,}",
+            f"{row['rank']:,} / {min(n, d):,}",
+            f"{row['effective_rank']:.1f}",
+            str(energy["0.90"]),  # type: ignore[index]
+            str(energy["0.99"]),  # type: ignore[index]
+            f"{row['rtol']:.2g}",
+        )
+    out.print(table)
+
+
+def _plot(path: Path, rows: list[dict[str, object]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmesid_cli.cli.concordance import save_figure
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, row in enumerate(rows):
+        values = np.asarray(row["singular_values"], dtype=np.float64)
+        if values.size == 0 or values[0] <= 0:
+            continue
+        k = np.arange(1, values.size + 1)
+        color = f"C{i % 10}"
+        relative = np.maximum(values / values[0], 1e-18)
+        left.plot(k, relative, color=color, label=f"{row['matrix']} (rank {row['rank']})")
+        left.axhline(float(row["rtol"]), color=color, linestyle=":", linewidth=1)  # type: ignore[arg-type]
+        energy = np.cumsum(values**2) / np.sum(values**2)
+        right.plot(k, energy, color=color, label=str(row["matrix"]))
+    left.set_yscale("log")
+    left.set_xscale("log")
+    left.set_xlabel("k")
+    left.set_ylabel("σ_k / σ_1 (dotted: tolerance)")
+    left.set_title("singular values")
+    left.legend(fontsize=7)
+    right.set_xscale("log")
+    right.set_xlabel("k")
+    right.set_ylabel("cumulative energy Σσ² fraction")
+    for q in (0.9, 0.99):
+        right.axhline(q, color="grey", linestyle="--", linewidth=0.8)
+    right.set_title("energy")
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("collapse")(collapse_command)
