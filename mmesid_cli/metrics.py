@@ -48,6 +48,9 @@ def mask_history(
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based pessimistic rank of each row's target among all columns: (B, N), (B,) → (B,)."""
     targets = targets.to(scores.device).long()
+    # NaN compares false with everything: a NaN target would get rank −1 (NDCG = inf), so a
+    # NaN score counts as −inf, the worst (and, for a NaN target, a pessimistic tie).
+    scores = scores.nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     target_scores = scores.gather(1, targets[:, None])
     at_least = (scores >= target_scores).sum(dim=1)
     return (at_least - 1).long()  # the target itself is counted once by >=

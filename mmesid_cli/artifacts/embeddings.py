@@ -132,25 +132,39 @@ def write_embeddings(path: str | os.PathLike[str], embeddings: Embeddings) -> No
                 )
 
 
+def check_item_ids(path: str | os.PathLike[str], item_ids: list[str]) -> None:
+    """Fail unless ``path`` is absent or holds exactly ``item_ids`` in that order.
+
+    Cheap (reads only ``/item_ids``), so a command can check before long work.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    existing = read_embeddings(path, modalities=[]).item_ids
+    if existing != item_ids:
+        missing = len(set(item_ids) ^ set(existing))
+        detail = f"{missing} item ids differ" if missing else "the same item ids in another order"
+        raise UserError(
+            f"holds {len(existing)} items that do not match the {len(item_ids)} "
+            f"items being embedded ({detail}); write to a new file",
+            path=path,
+        )
+
+
+def add_tables(
+    path: str | os.PathLike[str], item_ids: list[str], tables: dict[str, EmbeddingTable]
+) -> Embeddings:
+    """Add or replace modalities in one write, keeping the others; ids and order must match."""
+    path = Path(path)
+    check_item_ids(path, item_ids)
+    existing = read_embeddings(path) if path.exists() else Embeddings(item_ids=list(item_ids))
+    existing.tables.update(tables)
+    write_embeddings(path, existing)
+    return existing
+
+
 def add_table(
     path: str | os.PathLike[str], item_ids: list[str], modality: str, table: EmbeddingTable
 ) -> Embeddings:
     """Add or replace one modality, keeping the others; ids and their order must match."""
-    path = Path(path)
-    if path.exists():
-        existing = read_embeddings(path)
-        if existing.item_ids != item_ids:
-            missing = len(set(item_ids) ^ set(existing.item_ids))
-            detail = (
-                f"{missing} item ids differ" if missing else "the same item ids in another order"
-            )
-            raise UserError(
-                f"holds {len(existing.item_ids)} items that do not match the {len(item_ids)} "
-                f"items being embedded ({detail}); write to a new file",
-                path=path,
-            )
-    else:
-        existing = Embeddings(item_ids=list(item_ids))
-    existing.tables[modality] = table
-    write_embeddings(path, existing)
-    return existing
+    return add_tables(path, item_ids, {modality: table})
