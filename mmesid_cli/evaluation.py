@@ -52,10 +52,17 @@ def evaluate_scorer(
     batch_size: int = 256,
     model: str = "",
     progress: Callable[[int], None] | None = None,
+    max_users: int | None = None,
+    seed: int = 0,
 ) -> Evaluation:
+    """Rank every eligible user's target; ``max_users`` evaluates a seeded random subset."""
     cases = eval_cases(sequences, split)
     if not cases:
         raise ValueError("no user has the 3 items a leave-one-out split needs")
+    eligible = len(cases)
+    if max_users is not None and max_users < eligible:
+        keep = np.sort(np.random.default_rng(seed).choice(eligible, size=max_users, replace=False))
+        cases = [cases[i] for i in keep]
     histories = [c.history for c in cases]
     targets = np.array([c.target for c in cases], dtype=np.int64)
     ranks = rank_targets(score_fn, histories, targets, batch_size=batch_size, progress=progress)
@@ -63,7 +70,9 @@ def evaluate_scorer(
         "split": split,
         "protocol": PROTOCOL,
         "users": len(cases),
-        "users_skipped_too_short": len(sequences) - len(cases),
+        "users_eligible": eligible,
+        "user_sample": None if len(cases) == eligible else {"size": len(cases), "seed": seed},
+        "users_skipped_too_short": len(sequences) - eligible,
         "catalogue_size": sequences.n_items,
         "ks": list(ks),
         "model": model,

@@ -113,3 +113,17 @@ def test_cli_needs_run_or_baseline(tiny_dataset, tmp_path: Path, capsys) -> None
     items_path, seq_path = tiny_dataset
     assert run_cli("evaluate", "--sequences", seq_path, "--items", items_path) == 2
     assert "either a RUN_DIR or --baseline" in capsys.readouterr().err
+
+
+def test_user_subset_is_seeded_and_recorded(tiny_dataset) -> None:
+    items_path, seq_path = tiny_dataset
+    seqs = read_sequences(seq_path, read_items(items_path))
+    full = evaluate_scorer(popularity_scorer(seqs), seqs, "test", ks=(10,))
+    a = evaluate_scorer(popularity_scorer(seqs), seqs, "test", ks=(10,), max_users=15, seed=1)
+    b = evaluate_scorer(popularity_scorer(seqs), seqs, "test", ks=(10,), max_users=15, seed=1)
+    assert a.users == b.users and len(a.users) == 15 and len(set(a.users)) == 15
+    assert a.protocol["user_sample"] == {"size": 15, "seed": 1}
+    assert a.protocol["users_eligible"] == 40
+    # the subset's ranks are the full run's ranks of those users
+    by_user = dict(zip(full.users, full.ranks, strict=True))
+    assert [by_user[u] for u in a.users] == a.ranks.tolist()

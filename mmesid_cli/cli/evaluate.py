@@ -62,6 +62,12 @@ def evaluate(
         None, "--per-user", help="Write each evaluated user's target and its 0-based rank as JSONL."
     ),
     batch_size: int = typer.Option(256, "--batch-size", help="Users scored per matmul."),
+    max_users: int | None = typer.Option(
+        None,
+        "--max-users",
+        help="Evaluate a seeded random subset of this many users (recorded in the protocol); default all.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --max-users subset."),
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …"
     ),
@@ -92,6 +98,10 @@ def evaluate(
     from mmesid_cli.data.split import eval_cases
 
     n_users = len(eval_cases(seq_table, split.value))
+    if max_users is not None:
+        if max_users < 1:
+            raise UserError(f"--max-users must be at least 1, got {max_users}")
+        n_users = min(n_users, max_users)
     with progress() as bar:
         task = bar.add_task(f"ranking {item_table.__len__():,} items", total=n_users)
         result = evaluate_scorer(
@@ -102,6 +112,8 @@ def evaluate(
             batch_size,
             model=model_name,
             progress=lambda n: bar.advance(task, n),
+            max_users=max_users,
+            seed=seed,
         )
     _print(
         result.metrics,
