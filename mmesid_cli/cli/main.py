@@ -32,7 +32,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """MME-SID tools."""
 
@@ -44,9 +46,16 @@ def _register() -> None:
 
     data.register(app)
     inspect.register(app)
+    __import__("mmesid_cli.cli.embed", fromlist=["register"]).register(app)
     from mmesid_cli.cli import evaluate
 
     evaluate.register(app)
+    __import__("mmesid_cli.cli.tokenize", fromlist=["register"]).register(app)
+    __import__("mmesid_cli.cli.finetune", fromlist=["register"]).register(app)
+    from mmesid_cli.cli import collapse, concordance
+
+    concordance.register(app)
+    collapse.register(app)
 
 
 _register()
@@ -66,15 +75,19 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # a runtime failure, not the user's input
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
+        # typer bundles its own click: its usage errors (a bad option value, a missing
+        # argument) have typer.BadParameter's bases, not the standalone click's.
+        bases = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+        if isinstance(exc, bases["UsageError"]):
             exc.show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, bases["ClickException"]):
             exc.show()
             sys.exit(exc.exit_code)
         if os.environ.get("MMESID_DEBUG"):
             raise
-        print(f"mmesid: internal error: {type(exc).__name__}: {exc} (MMESID_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"mmesid: internal error: {type(exc).__name__}: {exc} (MMESID_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)
