@@ -157,7 +157,11 @@ def test_wrong_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "no format tag" in capsys.readouterr().err
 
 
-def test_bad_option_value_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_cli("evaluate", "--split", "tomorrow", "--sequences", tmp_path / "s", "--items", tmp_path / "i")
+def test_bad_option_value_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_cli(
+        "evaluate", "--split", "tomorrow", "--sequences", tmp_path / "s", "--items", tmp_path / "i"
+    )
     assert code == 2
     assert "Invalid value for '--split'" in capsys.readouterr().err
