@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmesid_cli.analysis.concordance import sid_space_tables
 from mmesid_cli.tokenizer.kmeans import balanced_kmeans, kmeans
 from mmesid_cli.tokenizer.losses import pairwise_sq_dists, vq_loss
 from mmesid_cli.tokenizer.sinkhorn import sinkhorn_assign
@@ -130,7 +131,4 @@ def quantized_latents(codebooks: list, codes: np.ndarray) -> np.ndarray:
     if codes.ndim != 2 or codes.shape[1] < len(codebooks):
         raise ValueError(f"codes of shape {codes.shape} do not have {len(codebooks)} levels")
     tables = [np.asarray(c.detach().cpu() if isinstance(c, torch.Tensor) else c) for c in codebooks]
-    out = np.zeros((codes.shape[0], tables[0].shape[1]), dtype=np.float32)
-    for level, table in enumerate(tables):
-        out += table[codes[:, level]]
-    return out
+    return sid_space_tables(tables, codes[:, : len(tables)])[-1]
