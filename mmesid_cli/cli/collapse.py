@@ -17,6 +17,8 @@ def _read_matrices(spec: str, sids: Path | None) -> list[tuple[str, np.ndarray, 
     from mmesid_cli.cli.concordance import read_any_weights, split_spec
 
     path, name = split_spec(spec)
+    if path.is_dir():
+        return [_run_tokens(path, name)]
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
         from mmesid_cli.artifacts.embeddings import read_embeddings
@@ -52,7 +54,45 @@ def _read_matrices(spec: str, sids: Path | None) -> list[tuple[str, np.ndarray, 
             return [_sid_space(path, name, sids)]
         some = ", ".join(sorted(weights.tensors)[:8])
         raise UserError(f"has no tensor or codebook named {name!r} (tensors: {some}, …)", path=path)
-    raise UserError("expected an .h5 embeddings file or a .safetensors file", path=path)
+    if not path.exists():
+        raise UserError("not found", path=path)
+    raise UserError(
+        "expected an .h5 embeddings file, a .safetensors file or a finetune run directory",
+        path=path,
+    )
+
+
+RUN_PARTS = "tokens (x_i, the default), <modality>.projection (W_m e_m) or <modality>.sid (S_m)"
+
+
+def _run_tokens(run_dir: Path, part: str | None) -> tuple[str, np.ndarray, str, dict]:
+    """The item tokens a fine-tuned run feeds its LLM, or one of the MLP's inputs: (N, H)."""
+    from mmesid_cli.llm4sr.model import item_token_inputs, item_tokens
+    from mmesid_cli.llm4sr.run import load_run
+
+    if not (run_dir / "config.json").is_file():
+        raise UserError("is a directory but not a finetune run (no config.json)", path=run_dir)
+    part = part or "tokens"
+    with console.status(f"loading the run {run_dir}"):
+        model = load_run(run_dir, device="cpu")
+    if part == "tokens":
+        matrix = item_tokens(model)
+    else:
+        inputs = item_token_inputs(model)
+        if part not in inputs:
+            raise UserError(
+                f"has no item-token part {part!r}; parts: tokens, {', '.join(inputs)}",
+                path=run_dir,
+            )
+        matrix = inputs[part]
+    spec = model.config["model"]  # type: ignore[attr-defined]
+    info = {
+        "source": str(run_dir),
+        "run_part": part,
+        "modalities": spec.get("modalities"),
+        "sid_init": spec.get("sid_init"),
+    }
+    return f"{run_dir.name}:{part}", matrix, "float32", info
 
 
 def _sid_space(path: Path, modality: str, sids: Path | None) -> tuple[str, np.ndarray, str, dict]:
@@ -81,8 +121,10 @@ def collapse_command(
     sources: list[str] = typer.Argument(
         ...,
         help="Item matrices: FILE.h5[:MODALITY] (embedding tables), FILE.safetensors:TENSOR (any "
-        "2-D tensor of an mmesid file, e.g. a run's item tokens), or FILE.safetensors:MODALITY "
-        "with --sids (the SID space: each item's sum of codewords).",
+        "2-D tensor of an mmesid file), FILE.safetensors:MODALITY with --sids (the SID space: "
+        "each item's sum of codewords), or RUN_DIR[:PART], a finetune run's LLM input per item: "
+        + RUN_PARTS
+        + ".",
     ),
     project: list[int] | None = typer.Option(
         None,
@@ -108,6 +150,8 @@ def collapse_command(
     of the energy.
 
     Example: mmesid collapse embeddings.h5:collab --project 576 --project 4096 --plot collapse.png
+
+    Example: mmesid collapse runs/e4srec runs/mmesid runs/mmesid:collab.projection -o ranks.json
     """
     from mmesid_cli.cli.concordance import require_plot
 

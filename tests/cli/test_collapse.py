@@ -81,10 +81,14 @@ def test_any_tensor_and_the_sid_space(tmp_path: Path) -> None:
         ("{heads}", [], ["heads.safetensors", "name a tensor"]),
         ("{heads}:nope", [], ["heads.safetensors", "no tensor or codebook named 'nope'"]),
         ("{heads}:cube", [], ["heads.safetensors", "expected 2-D"]),
+        ("{tmp}", [], ["not a finetune run"]),
         ("{emb}", ["--project", "0"], ["--project"]),
         ("{emb}", ["--plot", "{tmp}/c.gif"], ["c.gif", "plot format"]),
     ],
-    ids=["missing", "no-modality", "suffix", "no-name", "no-tensor", "3-d", "project", "plot"],
+    ids=[
+        "missing", "no-modality", "suffix", "no-name", "no-tensor", "3-d", "not-a-run", "project",
+        "plot",
+    ],  # fmt: skip
 )
 def test_bad_input(embeddings, tmp_path: Path, capsys, source, extra, needles) -> None:
     heads = tmp_path / "heads.safetensors"

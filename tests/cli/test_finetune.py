@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.llm4sr.tiny import tiny_backbone, tiny_files
+from mmesid_cli.artifacts.embeddings import read_embeddings
+from mmesid_cli.artifacts.weights import read_weights
+from tests.llm4sr.tiny import DIMS, HIDDEN, tiny_backbone, tiny_files
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,25 @@ def test_e4srec_style_baseline(tmp_path, llama, capsys):
     model = json.loads((run_dir / "config.json").read_text())["model"]
     assert model["modalities"] == ["collab"] and model["sid_init"] == "none" and not model["fusion"]
     assert not (run_dir / "sid_tables.safetensors").exists()
+
+    # `mmesid collapse` reads the run's item tokens; W_c e_c + b has rank at most d_c + 1.
+    report = tmp_path / "collapse.json"
+    code = run_cli("collapse", run_dir, f"{run_dir}:collab.projection", "-o", report)
+    assert code == 0, capsys.readouterr().err
+    rows = {r["matrix"]: r for r in json.loads(report.read_text())["rows"]}
+    tokens, projection = rows["run:tokens"], rows["run:collab.projection"]
+    n_items = len(json.loads((run_dir / "config.json").read_text())["item_ids"])
+    assert tokens["shape"] == projection["shape"] == [n_items, HIDDEN]
+    embeddings = read_embeddings(files.embeddings).tables["collab"].values
+    heads = read_weights(run_dir / "heads.safetensors", kind="heads").tensors
+    weight = next(v for k, v in heads.items() if "projections.collab.weight" in k).numpy()
+    bias = next(v for k, v in heads.items() if "projections.collab.bias" in k).numpy()
+    explicit = embeddings.astype(np.float64) @ weight.T + bias
+    expected = np.linalg.svd(explicit, compute_uv=False)  # float64; the run's are float32
+    np.testing.assert_allclose(projection["singular_values"], expected, atol=1e-5 * expected[0])
+    assert projection["rank"] == np.linalg.matrix_rank(explicit) <= DIMS["collab"] + 1
+    assert run_cli("collapse", f"{run_dir}:text.sid") == 2
+    assert "no item-token part 'text.sid'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
