@@ -86,7 +86,14 @@ def test_any_tensor_and_the_sid_space(tmp_path: Path) -> None:
         ("{emb}", ["--plot", "{tmp}/c.gif"], ["c.gif", "plot format"]),
     ],
     ids=[
-        "missing", "no-modality", "suffix", "no-name", "no-tensor", "3-d", "not-a-run", "project",
+        "missing",
+        "no-modality",
+        "suffix",
+        "no-name",
+        "no-tensor",
+        "3-d",
+        "not-a-run",
+        "project",
         "plot",
     ],  # fmt: skip
 )

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
 from mmesid_cli.artifacts.embeddings import read_embeddings
 from mmesid_cli.artifacts.weights import read_weights
+from tests.conftest import run_cli
 from tests.llm4sr.tiny import DIMS, HIDDEN, tiny_backbone, tiny_files
 
 
