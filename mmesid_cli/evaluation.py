@@ -17,7 +17,13 @@ import torch
 
 from mmesid_cli.data.records import SequenceTable
 from mmesid_cli.data.split import eval_cases, item_frequency
-from mmesid_cli.metrics import DEFAULT_KS, ScoreFn, metrics_from_ranks, rank_targets
+from mmesid_cli.metrics import (
+    DEFAULT_KS,
+    ScoreFn,
+    metrics_from_ranks,
+    rank_targets,
+    standard_errors,
+)
 
 PROTOCOL = (
     "leave-one-out; full ranking over all items; the user's history items scored -inf "
@@ -28,6 +34,7 @@ PROTOCOL = (
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
+    stderr: dict[str, float]  # standard error of each mean over the evaluated users
     ranks: np.ndarray  # 0-based rank of each evaluated user's target
     users: list[int]  # rows of SequenceTable.user_ids, aligned with ranks
     targets: np.ndarray
@@ -79,29 +86,9 @@ def evaluate_scorer(
     }
     return Evaluation(
         metrics=metrics_from_ranks(ranks, ks),
+        stderr=standard_errors(ranks, ks),
         ranks=ranks,
         users=[c.user for c in cases],
         targets=targets,
         protocol=protocol,
     )
-
-
-def comparison_rows(
-    reports: Sequence[tuple[object, dict[str, object]]], ks: Sequence[int]
-) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a comparison table of evaluate reports (model, split, users, metrics)."""
-    header = ["model", "split", "users"] + [f"{m}@{k}" for m in ("HR", "NDCG") for k in ks]
-    rows = []
-    for path, report in reports:
-        metrics = report.get("metrics", {})
-        protocol = report.get("protocol", {})
-        row = [
-            str(report.get("model") or path),
-            str(protocol.get("split")),
-            f"{protocol.get('users', 0):,}",
-        ]
-        for name in header[3:]:
-            value = metrics.get(name)
-            row.append("–" if value is None else f"{value:.4f}")
-        rows.append(row)
-    return header, rows

@@ -56,19 +56,37 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (at_least - 1).long()  # the target itself is counted once by >=
 
 
+def per_user_metrics(
+    ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, torch.Tensor]:
+    """HR@K, NDCG@K and MRR@K of each user (float64, one value per rank) from 0-based ranks."""
+    r = torch.as_tensor(ranks, dtype=torch.float64)
+    if r.numel() == 0:
+        raise ValueError("no users to evaluate")
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        hit = (r < k).double()
+        out[f"HR@{k}"] = hit
+        out[f"NDCG@{k}"] = hit / torch.log2(r + 2)
+        out[f"MRR@{k}"] = hit / (r + 1)
+    return out
+
+
 def metrics_from_ranks(
     ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = DEFAULT_KS
 ) -> dict[str, float]:
     """Mean HR@K, NDCG@K and MRR@K over users from 0-based target ranks."""
-    r = torch.as_tensor(ranks, dtype=torch.float64)
-    if r.numel() == 0:
-        raise ValueError("no users to evaluate")
-    out: dict[str, float] = {}
-    for k in ks:
-        hit = (r < k).double()
-        out[f"HR@{k}"] = float(hit.mean())
-        out[f"NDCG@{k}"] = float((hit / torch.log2(r + 2)).mean())
-        out[f"MRR@{k}"] = float((hit / (r + 1)).mean())
+    return {name: float(v.mean()) for name, v in per_user_metrics(ranks, ks).items()}
+
+
+def standard_errors(
+    ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
+    """Standard error of each mean metric over users: sample std (n − 1) / √n; 0 for 1 user."""
+    out = {}
+    for name, v in per_user_metrics(ranks, ks).items():
+        n = v.numel()
+        out[name] = float(v.std(correction=1) / math.sqrt(n)) if n > 1 else 0.0
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -121,6 +122,16 @@ def test_known_values() -> None:
     assert got["HR@5"] == pytest.approx(3 / 5)
     assert got["NDCG@5"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 5)
     assert got["MRR@10"] == pytest.approx((1 + 1 / 2 + 1 / 5 + 1 / 10) / 5)
+
+
+def test_standard_errors_match_statistics_stdev() -> None:
+    ranks = [0, 1, 4, 9, 30, 2, 2]
+    got = metrics.standard_errors(np.array(ranks), (5,))
+    ndcg = [1 / math.log2(r + 2) if r < 5 else 0.0 for r in ranks]
+    assert got["NDCG@5"] == pytest.approx(statistics.stdev(ndcg) / math.sqrt(len(ranks)))
+    hits = [float(r < 5) for r in ranks]
+    assert got["HR@5"] == pytest.approx(statistics.stdev(hits) / math.sqrt(len(ranks)))
+    assert metrics.standard_errors(np.array([3]), (5,))["HR@5"] == 0.0
 
 
 def test_a_nan_target_score_ranks_last_not_first() -> None:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mmesid_cli.cli.console import console, out, progress
 from mmesid_cli.errors import UserError
+from mmesid_cli.published import RANKING
 
 
 class Baseline(StrEnum):
@@ -144,6 +145,7 @@ def evaluate(
             {
                 "model": model_name,
                 "metrics": result.metrics,
+                "stderr": result.stderr,
                 "protocol": result.protocol,
                 "inputs": {
                     "sequences": str(sequences),
@@ -168,31 +170,63 @@ def _print(metrics: dict[str, float], ks: list[int], title: str) -> None:
 
 
 def report(
-    reports: list[Path] = typer.Argument(..., help="evaluate --json reports to compare."),
+    reports: list[Path] = typer.Argument(
+        ...,
+        help="JSON reports of `mmesid evaluate`, `concordance` and `collapse`, in any order; "
+        "each kind becomes one table.",
+    ),
     markdown: Path | None = typer.Option(
-        None, "--markdown", help="Also write the table as Markdown."
+        None, "--markdown", help="Also write the tables and their notes as Markdown."
     ),
     k: str = typer.Option("5,10,20", "--k", help="Cut-offs to show."),
+    published: str | None = typer.Option(
+        None,
+        "--published",
+        help="Add a data set's published figures beside the ranking, each under its own "
+        "protocol: " + ", ".join(sorted(RANKING)) + ".",
+    ),
+    title: str | None = typer.Option(None, "--title", help="Title of the Markdown report."),
 ) -> None:
-    """Compare `mmesid evaluate` reports in one table (terminal and Markdown)."""
+    """Put evaluate, concordance and collapse reports into one report (terminal and Markdown).
+
+    Ranking (HR/NDCG@K with the standard error of NDCG@10 and the protocol), the order kept
+    by the SIDs (Kendall tau at full SID depth, with the paper's figure beside each space the
+    example pipeline names mse, mmd, finetuned-codebook-init or finetuned-random-init) and
+    the rank and effective rank of item matrices.
+
+    Example: mmesid report eval/*.json concordance.json collapse.json --published beauty
+    --markdown report.md
+    """
     from mmesid_cli.artifacts.reports import read_report
-    from mmesid_cli.evaluation import comparison_rows
+    from mmesid_cli.report import KINDS, build_report, to_markdown
 
     ks = _parse_ks(k)
-    loaded = [(path, read_report(path, kind="evaluate")) for path in reports]
-    header, rows = comparison_rows(loaded, ks)
-    table = Table(title="mmesid evaluate — full ranking, history masked")
-    for column in header:
-        table.add_column(column, justify="left" if column in ("model", "split") else "right")
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
+    if published is not None and published not in RANKING:
+        raise UserError(f"--published: no figures for {published!r} (have: {', '.join(RANKING)})")
+    loaded = []
+    for path in reports:
+        loaded_report = read_report(path)
+        if loaded_report.get("kind") not in KINDS:
+            raise UserError(
+                f"is a {loaded_report.get('kind')!r} report; expected one of {', '.join(KINDS)}",
+                path=path,
+            )
+        loaded.append((path, loaded_report))
+    sections = build_report(loaded, ks, published)
+    for section in sections:
+        table = Table(title=section.title)
+        for column in section.header:
+            left = column in ("model", "split", "space", "modality", "matrix", "protocol")
+            table.add_column(column, justify="left" if left else "right", overflow="fold")
+        for row in section.rows:
+            table.add_row(*row)
+        out.print(table)
+        for note in section.notes:
+            out.print(f"  {note}", soft_wrap=True)
     if markdown is not None:
         from mmesid_cli.artifacts.atomic import write_text_atomic
 
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        write_text_atomic(markdown, "\n".join(lines) + "\n")
+        write_text_atomic(markdown, to_markdown(sections, title))
         console.print(f"wrote {markdown}")
 
 
