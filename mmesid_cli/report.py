@@ -85,7 +85,7 @@ def concordance_section(reports: Sequence[tuple[object, dict]]) -> Section:
     """Kendall tau (formula 9) of every compared space at its full SID depth, per modality."""
     header = ["space", "modality", "levels", "users", "tau-a [95% CI]", "tau-b", "paper tau"]
     rows, notes = [], []
-    for path, report in reports:
+    for _, report in reports:
         depth: dict[tuple[str, str], dict] = {}
         for row in report.get("rows", []):
             key = (str(row.get("space")), str(row.get("modality")))
@@ -123,7 +123,7 @@ def collapse_section(reports: Sequence[tuple[object, dict]]) -> Section:
     """Rank and effective rank of every item matrix of the collapse reports."""
     header = ["matrix", "N × d", "rank", "effective rank", "90% energy", "99% energy"]
     rows, notes = [], []
-    for path, report in reports:
+    for _, report in reports:
         for row in report.get("rows", []):
             n, d = row.get("shape", (0, 0))
             energy = row.get("energy_dims", {})
