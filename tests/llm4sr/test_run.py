@@ -108,6 +108,38 @@ def test_aligned_scorer_reorders_columns(run):
     assert aligned_scorer(model, model.item_ids) == model.score
 
 
+def test_cli_evaluate_of_a_run_equals_a_per_user_loop(run, files, tmp_path):
+    """`mmesid evaluate RUN` (batched, padded, aligned columns) against one user at a time."""
+    from mmesid_cli.data.records import read_items, read_sequences
+    from tests.conftest import run_cli
+
+    per_user, report = tmp_path / "ranks.jsonl", tmp_path / "eval.json"
+    code = run_cli(
+        "evaluate", run[0], "--sequences", files.sequences, "--items", files.items,
+        "--batch-size", "5", "--per-user", per_user, "--json", report, "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0
+    got = {r["user_id"]: r for r in map(json.loads, per_user.read_text().splitlines())}
+    items = read_items(files.items)
+    sequences = read_sequences(files.sequences, items)
+    model = load_run(run[0], device="cpu")
+    expected_hits = 0
+    for user, rows in zip(sequences.user_ids, sequences.items, strict=True):
+        ids = [items.records[r]["item_id"] for r in rows]
+        history, target = ids[:-1], ids[-1]
+        scores = model.score(history_rows(model, [history]))[0].tolist()
+        t = model.item_ids.index(target)
+        masked = {model.item_ids.index(i) for i in history} - {t}
+        above = sum(
+            1 for j, value in enumerate(scores) if j != t and j not in masked and value >= scores[t]
+        )
+        assert got[user]["target"] == target and got[user]["rank"] == above, user
+        expected_hits += above < 10
+    assert len(got) == len(sequences.user_ids)
+    metrics = json.loads(report.read_text())["metrics"]
+    assert metrics["HR@10"] == pytest.approx(expected_hits / len(got))
+
+
 class _CharTokenizer:
     """One token per character; a chat template that may refuse a system turn."""
 
