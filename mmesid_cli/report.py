@@ -129,7 +129,7 @@ def collapse_section(reports: Sequence[tuple[object, dict]]) -> Section:
             energy = row.get("energy_dims", {})
             rows.append(
                 [
-                    str(row.get("matrix")),
+                    str(row.get("matrix")) + (" (centred)" if row.get("centered") else ""),
                     f"{n:,} × {d:,}",
                     f"{row.get('rank', 0):,} / {min(n, d):,}",
                     _fmt(row.get("effective_rank"), 1),

@@ -67,6 +67,8 @@ def test_sections_take_full_depth_and_paper_figures_by_label() -> None:
 def test_only_the_kinds_present_get_a_section() -> None:
     sections = build_report([("k.json", COLLAPSE)], [10])
     assert [s.title.split()[0] for s in sections] == ["Embedding"]
+    centred = {**COLLAPSE, "rows": [{**COLLAPSE["rows"][0], "centered": True}]}
+    assert build_report([("k.json", centred)], [10])[0].rows[0][0] == "e4srec:tokens (centred)"
     with pytest.raises(ValueError, match="a 'tokenize' report"):
         build_report([("t.json", {"kind": "tokenize"})], [10])
 
