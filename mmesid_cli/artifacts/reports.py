@@ -73,7 +73,10 @@ def write_report(path: str | os.PathLike[str], kind: str, content: dict[str, obj
     return report  # type: ignore[return-value]
 
 
-def read_report(path: str | os.PathLike[str], kind: str | None = None) -> dict[str, object]:
+def read_report(
+    path: str | os.PathLike[str], kind: str | tuple[str, ...] | None = None
+) -> dict[str, object]:
+    """Read and check an mmesid report; ``kind``: the one kind (or kinds) accepted."""
     path = existing_file(path, "report")
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
@@ -84,6 +87,8 @@ def read_report(path: str | os.PathLike[str], kind: str | None = None) -> dict[s
     if not isinstance(report, dict):
         raise UserError("expected a JSON object", path=path)
     check_format(path, report.get("format"), FORMAT, report.get("format_version"), FORMAT_VERSION)
-    if kind is not None and report.get("kind") != kind:
-        raise UserError(f"is a {report.get('kind')!r} report, expected {kind!r}", path=path)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and report.get("kind") not in kinds:
+        expected = repr(kinds[0]) if len(kinds) == 1 else "one of " + ", ".join(map(repr, kinds))
+        raise UserError(f"is a {report.get('kind')!r} report, expected {expected}", path=path)
     return report

@@ -203,15 +203,7 @@ def report(
     ks = _parse_ks(k)
     if published is not None and published not in RANKING:
         raise UserError(f"--published: no figures for {published!r} (have: {', '.join(RANKING)})")
-    loaded = []
-    for path in reports:
-        loaded_report = read_report(path)
-        if loaded_report.get("kind") not in KINDS:
-            raise UserError(
-                f"is a {loaded_report.get('kind')!r} report; expected one of {', '.join(KINDS)}",
-                path=path,
-            )
-        loaded.append((path, loaded_report))
+    loaded = [(path, read_report(path, kind=KINDS)) for path in reports]
     sections = build_report(loaded, ks, published)
     for section in sections:
         table = Table(title=section.title)
