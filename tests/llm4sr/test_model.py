@@ -118,7 +118,7 @@ def test_fusion_scores_match_formula_17_item_by_item():
     torch.manual_seed(1)
     n, h, modalities = 7, 5, ["collab", "text"]
     freq = frequency_feature(np.array([0, 1, 2, 5, 9, 30, 100]))
-    head = FrequencyAwareFusion(n, h, modalities, freq, fusion=True, temperature=0.5)
+    head = FrequencyAwareFusion(n, h, modalities, freq, fusion=True, temperature=0.5, head="paper")
     assert head.gate[-1].out_features == 3  # E_out + one head per present modality
     user = torch.randn(2, h)
     tables = {m: torch.randn(n, h) for m in modalities}
@@ -128,7 +128,7 @@ def test_fusion_scores_match_formula_17_item_by_item():
         heads = [head.out.weight[j], tables["collab"][j], tables["text"][j]]
         expected = sum(w[k] * (user @ heads[k]) for k in range(3))
         torch.testing.assert_close(got[:, j], expected, rtol=1e-5, atol=1e-6)
-    plain = FrequencyAwareFusion(n, h, modalities, freq, fusion=False)
+    plain = FrequencyAwareFusion(n, h, modalities, freq, fusion=False, head="paper")
     assert not hasattr(plain, "gate")
     torch.testing.assert_close(plain(user), user @ plain.out.weight.T)
 
@@ -143,8 +143,18 @@ def test_tied_scores_equal_inner_products_with_the_projected_items():
     assert (expected[:, 1] == 0).all()
 
 
-def test_padding_and_prefix_cache_do_not_change_scores(files, llama_dir):
-    model = _model(files, llama_dir)
+def _randomise_heads(model, seed: int = 0) -> None:
+    """Non-zero E_out and A_m, so scores depend on h (a fresh calibrated head does not)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in [model.head.out, *model.head.maps.values()]:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
+
+
+@pytest.mark.parametrize("objective", ["all-positions", "last"])
+def test_padding_and_prefix_cache_do_not_change_scores(files, llama_dir, objective):
+    model = _model(files, llama_dir, objective=objective)
+    _randomise_heads(model)
     short, long = np.array([3, 7]), np.array([1, 2, 4, 5, 6, 8, 9])
     alone = model.score([short])
     padded = model.score([short, long])  # short is left padded by 5 here

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmesid_cli.artifacts.runs import TrainingLog
+from mmesid_cli.artifacts.runs import TrainingLog, read_run_config
 from mmesid_cli.errors import UserError
 from mmesid_cli.llm4sr import ModelSpec, TrainConfig, finetune, load_inputs, load_run
 
@@ -130,10 +130,17 @@ def test_existing_run_is_not_overwritten(files, llama_dir, tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
 
 
-def test_bfloat16_backbone_trains_and_scores_in_float32(files, qwen2_dir, tmp_path):
+def test_bfloat16_compute_trains_and_scores_in_float32(files, qwen2_dir, tmp_path):
     spec = ModelSpec(backbone=str(qwen2_dir), dtype="bfloat16")
     train = TrainConfig(lr=3e-3, warmup_steps=0, max_steps=2, eval_users=0)
     result = finetune(_inputs(files), spec, train, tmp_path / "run")
-    assert result.model.backbone.get_input_embeddings().weight.dtype == torch.bfloat16
-    scores = load_run(tmp_path / "run").score(HISTORIES)
+    # On the CPU the weights stay float32 and the LLM runs under bf16 autocast.
+    assert result.model.compute_dtype == torch.bfloat16
+    assert result.model.backbone.get_input_embeddings().weight.dtype == torch.float32
+    assert read_run_config(tmp_path / "run" / "config.json")["model"]["compute_dtype"] == (
+        "bfloat16"
+    )
+    run = load_run(tmp_path / "run")
+    assert run.compute_dtype == torch.bfloat16
+    scores = run.score(HISTORIES)
     assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
