@@ -1,7 +1,8 @@
-"""The reproduction report: ranking, order kept and collapse, from mmesid JSON reports.
+"""The reproduction report: ranking, order kept, collapse and learning curves, from mmesid
+JSON reports.
 
-:func:`build_report` turns ``evaluate``, ``concordance`` and ``collapse`` reports into
-:class:`Section` tables (one per kind, in that order), optionally with published figures
+:func:`build_report` turns ``evaluate``, ``concordance``, ``collapse`` and ``curve`` reports
+into :class:`Section` tables (one per kind, in that order), optionally with published figures
 beside them (:mod:`mmesid_cli.published`); :func:`to_markdown` renders them. Nothing here
 computes a figure: every number comes from a report, and each section says how it was made.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from mmesid_cli import published
 
-KINDS = ("evaluate", "concordance", "collapse")
+KINDS = ("evaluate", "concordance", "collapse", "curve")
 
 
 @dataclass
@@ -147,10 +148,56 @@ def collapse_section(reports: Sequence[tuple[object, dict]]) -> Section:
     return Section("Embedding collapse (singular value spectrum)", header, rows, notes)
 
 
+def curve_section(reports: Sequence[tuple[object, dict]]) -> Section:
+    """Per run of the curve reports: the best validation NDCG@10 and when it came (labels
+    seen, step), then each baseline with the split it was measured on."""
+    header = [
+        "run",
+        "split",
+        "objective",
+        "points",
+        "best NDCG@10",
+        "at labels",
+        "at step",
+        "last loss",
+    ]
+    rows, notes = [], []
+    for _, report in reports:
+        for run in report.get("runs", []):
+            best = run.get("best") or {}
+            rows.append(
+                [
+                    str(run.get("label")),
+                    "valid",
+                    str(run.get("objective") or "–"),
+                    str(len(run.get("points", []))),
+                    _fmt(best.get("NDCG@10")),
+                    "–" if best.get("labels") is None else f"{best['labels']:,}",
+                    "–" if best.get("step") is None else f"{best['step']:,}",
+                    _fmt(run.get("final_loss")),
+                ]
+            )
+        for baseline in report.get("baselines", []):
+            rows.append(
+                [
+                    f"baseline: {baseline.get('label')}",
+                    str(baseline.get("split")),
+                    *["–"] * 2,
+                    _fmt(baseline.get("NDCG@10")),
+                    *["–"] * 3,
+                ]
+            )
+        for note in report.get("notes", []):
+            if note not in notes:
+                notes.append(note)
+    return Section("Learning curves (validation NDCG@10 against labels seen)", header, rows, notes)
+
+
 def build_report(
     reports: Sequence[tuple[object, dict]], ks: Sequence[int], dataset: str | None = None
 ) -> list[Section]:
-    """One section per report kind present, in the order ranking, concordance, collapse."""
+    """One section per report kind present, in the order ranking, concordance, collapse,
+    learning curves."""
     by_kind: dict[str, list[tuple[object, dict]]] = {kind: [] for kind in KINDS}
     for path, report in reports:
         kind = str(report.get("kind"))
@@ -164,6 +211,8 @@ def build_report(
         sections.append(concordance_section(by_kind["concordance"]))
     if by_kind["collapse"]:
         sections.append(collapse_section(by_kind["collapse"]))
+    if by_kind["curve"]:
+        sections.append(curve_section(by_kind["curve"]))
     return sections
 
 

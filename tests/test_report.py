@@ -89,3 +89,21 @@ def test_cli_writes_markdown_and_rejects_other_reports(tmp_path: Path, capsys) -
     assert run_cli("report", paths[0], "--published", "toys") == 2
     assert "no figures for 'toys'" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+
+
+CURVE = {
+    "kind": "curve",
+    "runs": [{"label": "mmesid", "objective": "last", "points": [{}, {}],
+              "best": {"labels": 32000, "step": 2000, "NDCG@10": 0.031}, "final_loss": 6.5}],
+    "baselines": [{"label": "sasrec", "split": "test", "NDCG@10": 0.0469}],
+    "notes": ["sasrec: a test-split figure; beside validation curves it shows a level."],
+}  # fmt: skip
+
+
+def test_curve_reports_give_the_best_point_and_the_baselines() -> None:
+    (section,) = build_report([("curve.json", CURVE), ("again.json", CURVE)], [10])
+    assert section.title.startswith("Learning curves")
+    assert section.rows[0] == ["mmesid", "valid", "last", "2", "0.0310", "32,000", "2,000",
+                               "6.5000"]  # fmt: skip
+    assert section.rows[1] == ["baseline: sasrec", "test", "–", "–", "0.0469", "–", "–", "–"]
+    assert len(section.rows) == 4 and section.notes == CURVE["notes"]  # notes once

@@ -172,8 +172,8 @@ def _print(metrics: dict[str, float], ks: list[int], title: str) -> None:
 def report(
     reports: list[Path] = typer.Argument(
         ...,
-        help="JSON reports of `mmesid evaluate`, `concordance` and `collapse`, in any order; "
-        "each kind becomes one table.",
+        help="JSON reports of `mmesid evaluate`, `concordance`, `collapse` and `curve`, in any "
+        "order; each kind becomes one table.",
     ),
     markdown: Path | None = typer.Option(
         None, "--markdown", help="Also write the tables and their notes as Markdown."
@@ -187,12 +187,13 @@ def report(
     ),
     title: str | None = typer.Option(None, "--title", help="Title of the Markdown report."),
 ) -> None:
-    """Put evaluate, concordance and collapse reports into one report (terminal and Markdown).
+    """Put evaluate, concordance, collapse and curve reports into one (terminal and Markdown).
 
     Ranking (HR/NDCG@K with the standard error of NDCG@10 and the protocol), the order kept
     by the SIDs (Kendall tau at full SID depth, with the paper's figure beside each space the
-    example pipeline names mse, mmd, finetuned-codebook-init or finetuned-random-init) and
-    the rank and effective rank of item matrices.
+    example pipeline names mse, mmd, finetuned-codebook-init or finetuned-random-init), the
+    rank and effective rank of item matrices and the best validation NDCG@10 of learning
+    curves with their baselines.
 
     Example: mmesid report eval/*.json concordance.json collapse.json --published beauty
     --markdown report.md
@@ -205,10 +206,11 @@ def report(
         raise UserError(f"--published: no figures for {published!r} (have: {', '.join(RANKING)})")
     loaded = [(path, read_report(path, kind=KINDS)) for path in reports]
     sections = build_report(loaded, ks, published)
+    text_columns = ("model", "split", "space", "modality", "matrix", "protocol", "run", "objective")
     for section in sections:
         table = Table(title=section.title)
         for column in section.header:
-            left = column in ("model", "split", "space", "modality", "matrix", "protocol")
+            left = column in text_columns
             table.add_column(column, justify="left" if left else "right", overflow="fold")
         for row in section.rows:
             table.add_row(*row)

@@ -52,10 +52,11 @@ def _register() -> None:
     evaluate.register(app)
     __import__("mmesid_cli.cli.tokenize", fromlist=["register"]).register(app)
     __import__("mmesid_cli.cli.finetune", fromlist=["register"]).register(app)
-    from mmesid_cli.cli import collapse, concordance
+    from mmesid_cli.cli import collapse, concordance, curve
 
     concordance.register(app)
     collapse.register(app)
+    curve.register(app)
 
 
 _register()
