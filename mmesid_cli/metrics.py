@@ -101,18 +101,28 @@ def rank_targets(
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Ranks of every target: ``score_fn(histories of a batch) -> (B, N)`` scores per batch."""
+    """Ranks of every target: ``score_fn(histories of a batch) -> (B, N)`` scores per batch.
+
+    Users are batched in order of history length (ranks come back in the order given), so
+    a sequence model pads each batch to similar lengths instead of the longest history of
+    a random batch; a user's rank does not depend on the batch it is scored in.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     targets = np.asarray(targets, dtype=np.int64)
+    if len(histories) != len(targets):
+        raise ValueError("one history per target is needed")
     ranks = np.empty(len(targets), dtype=np.int64)
+    order = np.argsort([len(h) for h in histories], kind="stable")
     for start in range(0, len(targets), batch_size):
-        stop = min(start + batch_size, len(targets))
-        hist = list(histories[start:stop])
+        rows = order[start : start + batch_size]
+        hist = [histories[i] for i in rows]
         scores = score_fn(hist).float()
-        t = torch.as_tensor(targets[start:stop], device=scores.device)
+        t = torch.as_tensor(targets[rows], device=scores.device)
         mask_history(scores, hist, t)
-        ranks[start:stop] = target_ranks(scores, t).cpu().numpy()
+        ranks[rows] = target_ranks(scores, t).cpu().numpy()
         if progress is not None:
-            progress(stop - start)
+            progress(len(rows))
     return ranks
 
 

@@ -58,14 +58,11 @@ def _random_case(seed: int, n_users: int = 53, n_items: int = 40):
 def test_ranks_and_metrics_match_brute_force(seed: int, batch_size: int) -> None:
     scores, histories, targets = _random_case(seed)
     table = torch.from_numpy(scores)
-    offset = 0
+    user_of = {id(h): u for u, h in enumerate(histories)}  # batches come in any order
 
     def score_fn(batch: list[np.ndarray]) -> torch.Tensor:
-        # The rows of this batch; a fresh copy, since ranking masks it in place.
-        nonlocal offset
-        rows = table[offset : offset + len(batch)].clone()
-        offset += len(batch)
-        return rows
+        # The rows of this batch's users; a fresh copy, since ranking masks it in place.
+        return table[[user_of[id(h)] for h in batch]].clone()
 
     ranks = metrics.rank_targets(score_fn, histories, targets, batch_size=batch_size)
     expected = [
@@ -138,3 +135,8 @@ def test_a_nan_target_score_ranks_last_not_first() -> None:
     scores = torch.tensor([[float("nan"), 1.0, 2.0, 3.0]])
     ranks = metrics.rank_targets(lambda b: scores.clone(), [np.array([], np.int64)], [0])
     assert ranks.tolist() == [3]  # a broken model must not earn NDCG = 1 / log2(1) = inf
+
+
+def test_rank_targets_refuses_a_batch_size_below_one() -> None:
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        metrics.rank_targets(lambda b: torch.zeros(len(b), 3), [np.array([0])], [1], batch_size=0)
