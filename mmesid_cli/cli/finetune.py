@@ -76,6 +76,12 @@ def finetune(
         help="Item token: mlp (paper), linear (E4SRec), auto (linear for one modality "
         "without SIDs).",
     ),
+    output_head: str = typer.Option(
+        "auto",
+        "--output-head",
+        help="With --no-fusion, the one head: id (E_out), a modality, or auto (collab for "
+        "E4SRec-style).",
+    ),
     temperature: float | None = typer.Option(
         None,
         "--temperature",
@@ -238,6 +244,7 @@ def finetune(
         objective=objective,
         head=head,
         item_map=item_map,
+        output_head=output_head,
         temperature=temperature,
         max_history=max_history,
         instruction=instruction,

@@ -37,7 +37,8 @@ L SID levels with K codes each, B users in a batch, n history items per user (le
    ``head="paper"`` is the reference: raw h, no bias, random E_out, A_m tied to the input
    projections W_m (⟨h, W_m e_m(j)⟩), g with random layers, T = 1e-3 (its softmax is one-hot
    for every item and its gradient is zero in float32: formula 17 never trains).
-   ``fusion=False`` scores with the ID head alone.
+   ``fusion=False`` scores with one head: the ID head (E_out + b), or one modality's
+   (⟨ĥ, A_m e_m(j)⟩ + b_j; E4SRec scores through its collab ID table this way).
 4. **Loss**: cross-entropy of the full softmax over all N items, averaged over labels.
 """
 
@@ -113,6 +114,18 @@ class SIDEmbedding(nn.Module):
 ITEM_MAPS = ("auto", "mlp", "linear")
 HEADS = ("calibrated", "paper")
 OBJECTIVES = ("all-positions", "last")
+
+
+def resolve_output(output: str, fusion: bool, modalities: Sequence[str], sids: bool) -> str:
+    """The one scoring head without fusion. ``auto``: E4SRec's (the collab table, which it
+    reads through a map from h) for collab alone without SIDs; E_out (``id``) otherwise."""
+    if fusion:
+        return "id"
+    if output == "auto":
+        return "collab" if list(modalities) == ["collab"] and not sids else "id"
+    if output != "id" and output not in modalities:
+        raise ValueError(f"--output-head must be id or one of {', '.join(modalities)}")
+    return output
 
 
 def resolve_item_map(item_map: str, n_modalities: int, sids: bool) -> str:
@@ -220,7 +233,7 @@ class FrequencyAwareFusion(nn.Module):
 
     The ID head is ⟨ĥ, E_out[j]⟩ + b_j; modality m's head is ⟨ĥ, A_m e_m(j)⟩ with a map
     A_m: H → d_m of its own (``calibrated``) or ⟨h, W_m e_m(j)⟩ with the input projection
-    (``paper``, tied: pass ``tied`` scores to :meth:`forward`).
+    (``paper``, tied: :meth:`MMESID.scores` passes ⟨h, W_m e_m(j)⟩).
     """
 
     def __init__(
@@ -234,25 +247,35 @@ class FrequencyAwareFusion(nn.Module):
         head: str = "calibrated",
         input_dims: dict[str, int] | None = None,
         log_prior: torch.Tensor | None = None,
+        output: str = "id",
     ):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {head!r}")
         self.modalities = list(modalities)
+        if not fusion and output != "id" and output not in self.modalities:
+            raise ValueError(f"output head {output!r} is neither 'id' nor a modality")
         self.fusion = fusion
         self.temperature = temperature
         self.kind = head
-        self.out = nn.Linear(hidden, n_items, bias=False)  # E_out: a new item table, (N, H)
+        self.n_items = n_items
+        # The heads that score: formula 17's 1 + M, or the one chosen without fusion.
+        self.heads = ["id", *self.modalities] if fusion else [output]
+        self.out = None
+        if "id" in self.heads:
+            self.out = nn.Linear(hidden, n_items, bias=False)  # E_out: a new item table (N, H)
         self.register_buffer("frequency", frequency.float().reshape(n_items, 1))  # f, (N, 1)
         calibrated = head == "calibrated"
         # ĥ = (h − μ) / σ; identity until calibrate_head() measures μ and σ.
         self.register_buffer("h_mean", torch.zeros(hidden))
         self.register_buffer("h_scale", torch.ones(()))
         self.bias = nn.Parameter(torch.zeros(n_items)) if calibrated else None  # b, (N,)
-        self.maps = nn.ModuleDict()  # A_m: H → d_m (calibrated heads only)
-        if fusion and calibrated:
+        self.maps = nn.ModuleDict()  # A_m: H → d_m (calibrated heads; the paper's are tied)
+        if calibrated:
             dims = input_dims or {}
-            self.maps.update({m: nn.Linear(hidden, dims[m], bias=False) for m in self.modalities})
+            self.maps.update(
+                {m: nn.Linear(hidden, dims[m], bias=False) for m in self.heads if m != "id"}
+            )
         if fusion:
             # g, as in the reference code: 1 → 64 → 10, then 10 → 64 → heads, GELU after 64s.
             self.gate = nn.Sequential(
@@ -265,9 +288,9 @@ class FrequencyAwareFusion(nn.Module):
             )
         if calibrated:
             with torch.no_grad():
-                self.out.weight.zero_()
-                for layer in self.maps.values():
-                    layer.weight.zero_()
+                for layer in [self.out, *self.maps.values()]:
+                    if layer is not None:
+                        layer.weight.zero_()
                 if fusion:  # w_j = 1 / (1 + M) for every item at step 0
                     self.gate[-1].weight.zero_()
                     self.gate[-1].bias.zero_()
@@ -289,17 +312,19 @@ class FrequencyAwareFusion(nn.Module):
         """⟨ĥ, A_m e_m(j)⟩ for every modality head: ĥ (T, H), e_m (N, d_m) → (T, N) each."""
         return {m: self.maps[m](h) @ embeddings[m].T for m in self.maps}
 
-    def forward(self, h: torch.Tensor, tied: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, content: dict[str, torch.Tensor] | None = None):
         """Scores of all items: ĥ (T, H) and the modality heads' (T, N) scores → s (T, N)."""
-        scores = self.out(h)  # ⟨ĥ, E_out[j]⟩, (T, N)
-        if self.bias is not None:
+        content = content or {}
+        first = self.heads[0]
+        scores = self.out(h) if first == "id" else content[first]  # (T, N)
+        if self.bias is not None:  # the bias belongs to the first head: gated with it
             scores = scores + self.bias
         if not self.fusion:
             return scores
         w = self.weights()  # computed once per forward for all items, not per user
         scores = w[:, 0] * scores
         for k, m in enumerate(self.modalities, start=1):
-            scores = scores + w[:, k] * tied[m]  # w_jk ⟨ĥ, A_m e_m(j)⟩
+            scores = scores + w[:, k] * content[m]  # w_jk ⟨ĥ, A_m e_m(j)⟩
         return scores
 
 
@@ -410,11 +435,11 @@ class MMESID(nn.Module):
         """Scores of every item from hidden states h (T, H) → (T, N), in float32."""
         tokens = self.item_tokens
         h = self.head.normalise(h.float())
-        heads = {}
-        if self.head.fusion and self.head.kind == "paper":  # input projections tied as heads
-            heads = {m: tokens.inner_products(m, h) for m in self.head.modalities}
-        elif self.head.fusion:
-            embeddings = {m: tokens.embeddings[m] for m in self.head.modalities}
+        wanted = [m for m in self.head.heads if m != "id"]
+        if self.head.kind == "paper":  # the input projections double as heads (tied)
+            heads = {m: tokens.inner_products(m, h) for m in wanted}
+        else:
+            embeddings = {m: tokens.embeddings[m] for m in wanted}
             heads = self.head.content_scores(h, embeddings)
             for m in heads:
                 heads[m] = heads[m] * getattr(tokens, f"present_{m}")
@@ -456,7 +481,7 @@ class MMESID(nn.Module):
             device = self.prefix_ids.device
             lengths = np.array([min(len(h), self.max_history) for h in histories])
             order = np.argsort(lengths, kind="stable")
-            out = torch.empty(len(histories), self.head.out.out_features, device=device)
+            out = torch.empty(len(histories), self.head.n_items, device=device)
             for start in range(0, len(order), chunk):
                 rows = order[start : start + chunk]
                 items, mask = left_pad([histories[i] for i in rows], self.max_history)

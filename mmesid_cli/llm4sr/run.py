@@ -49,6 +49,7 @@ from mmesid_cli.llm4sr.model import (
     log_popularity,
     random_table_std,
     resolve_item_map,
+    resolve_output,
     sid_tables,
 )
 
@@ -78,6 +79,7 @@ class ModelSpec:
     head: str = "calibrated"  # calibrated | paper (model.py, point 3)
     temperature: float | None = None  # None: 1 for the calibrated head, 1e-3 for the paper's
     item_map: str = "auto"  # auto | mlp | linear (resolved when the model is built)
+    output_head: str = "auto"  # without fusion: id | a modality | auto (resolved at build)
     max_history: int = 50
     instruction: str = REFERENCE_INSTRUCTION
     system: str = REFERENCE_SYSTEM  # the chat template's system turn ("" = the template's own)
@@ -111,7 +113,7 @@ class ModelSpec:
     def from_dict(cls, values: dict) -> ModelSpec:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         if "objective" not in values:  # a run from before objectives and heads existed
-            known.update(objective="last", head="paper", item_map="mlp")
+            known.update(objective="last", head="paper", item_map="mlp", output_head="id")
         return cls(**known)
 
 
@@ -205,6 +207,10 @@ def build_model(
             spec.levels, spec.codebook_size = sid.levels, sid.codebook_size
             spec.table_dims[m] = table_dim
     spec.item_map = resolve_item_map(spec.item_map, len(spec.modalities), bool(sids))
+    try:
+        spec.output_head = resolve_output(spec.output_head, spec.fusion, spec.modalities, bool(sids))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     item_tokens = ItemTokens(
         {m: torch.from_numpy(e) for m, e in inputs.embeddings.items()},
         hidden,
@@ -223,6 +229,7 @@ def build_model(
         head=spec.head,
         input_dims=spec.input_dims,
         log_prior=log_popularity(inputs.frequency),
+        output=spec.output_head,
     )
     model = _assemble(spec, backbone, item_tokens, head, compute)
     model.item_ids = list(inputs.item_ids)
@@ -264,6 +271,7 @@ def _skeleton(spec: ModelSpec, backbone: torch.nn.Module, compute: torch.dtype) 
         spec.fusion_temperature(),
         head=spec.head,
         input_dims=spec.input_dims,
+        output=spec.output_head,
     )
     return _assemble(spec, backbone, item_tokens, head, compute)
 

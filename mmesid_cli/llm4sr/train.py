@@ -224,6 +224,7 @@ def _compatible(
         "objective",
         "head",
         "item_map",
+        "output_head",
         "backbone",
         "lora_r",
         "lora_targets",
