@@ -154,6 +154,11 @@ def finetune(
     max_steps: int | None = typer.Option(
         None, "--max-steps", help="Stop after this many optimiser steps (overrides --epochs)."
     ),
+    max_minutes: float | None = typer.Option(
+        None,
+        "--max-minutes",
+        help="Safety cap: stop after the step that passes it (recorded as stopped_by).",
+    ),
     max_train_samples: int | None = typer.Option(
         None, "--max-train-samples", help="Train on a seeded subset of this many samples."
     ),
@@ -217,6 +222,8 @@ def finetune(
             raise UserError(f"{name} must be at least 1")
     if max_steps is not None and max_steps < 1:
         raise UserError("--max-steps must be at least 1")
+    if max_minutes is not None and not max_minutes > 0:
+        raise UserError("--max-minutes must be positive")
     if temperature is not None and temperature <= 0:
         raise UserError("--temperature must be positive")
     for name, value, choices in (
@@ -271,6 +278,7 @@ def finetune(
         epochs=epochs,
         max_steps=max_steps,
         max_train_samples=max_train_samples,
+        max_minutes=max_minutes,
         eval_every=eval_every,
         eval_at_start=eval_at_start,
         eval_users=None if eval_users < 0 else eval_users,
@@ -304,6 +312,11 @@ def finetune(
             console.print(
                 f"step {payload['step']}: valid NDCG@10 {m['NDCG@10']:.4f} HR@10 {m['HR@10']:.4f} "
                 f"({payload['seconds']:.0f} s)"
+            )
+        elif kind == "time_cap":
+            console.print(
+                f"[yellow]stopped by --max-minutes {payload['minutes']:g}[/] at step "
+                f"{payload['step']} of {payload['total']}"
             )
         elif kind == "resume":
             console.print(f"resuming at step {payload['step']} of {payload['total']}")
@@ -340,6 +353,8 @@ def _report(result) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("steps", f"{result.steps:,}")
+    if s.get("stopped_by") == "time_cap":
+        table.add_row("stopped by", f"--max-minutes, {s['planned_steps']:,} planned")
     table.add_row(
         "train loss first → last",
         f"{result.first_loss:.4f} → {result.last_loss:.4f}"

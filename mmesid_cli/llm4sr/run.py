@@ -208,7 +208,9 @@ def build_model(
             spec.table_dims[m] = table_dim
     spec.item_map = resolve_item_map(spec.item_map, len(spec.modalities), bool(sids))
     try:
-        spec.output_head = resolve_output(spec.output_head, spec.fusion, spec.modalities, bool(sids))
+        spec.output_head = resolve_output(
+            spec.output_head, spec.fusion, spec.modalities, bool(sids)
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from None
     item_tokens = ItemTokens(

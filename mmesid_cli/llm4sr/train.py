@@ -68,6 +68,7 @@ class TrainConfig:
     epochs: int = 4
     max_steps: int | None = None  # overrides epochs
     max_train_samples: int | None = None  # a seeded subset of the training samples
+    max_minutes: float | None = None  # safety cap on training time; stops after a step
     samples_per_user: int = 50  # training positions per user (method.md §2)
     calibration_samples: int = 128  # training samples the head's μ, σ are measured on
     eval_every: int = 200  # steps; 0 = only after the last step
@@ -420,6 +421,8 @@ def finetune(
         summary["valid_before"] = before
     model.train()
     train_seconds, seen, first_loss, last_loss, last_valid = 0.0, 0, None, None, None
+    deadline = None if train.max_minutes is None else time.monotonic() + 60 * train.max_minutes
+    stopped_by, done = "steps", start
     labels_seen, labels_total = 0, labels_before(samples, start, train.batch_size, steps_per_epoch)
     order_epoch, order = -1, None
     rank = accelerator.process_index
@@ -468,21 +471,31 @@ def finetune(
             log.append(record)
         emit("step", record)
         done = step + 1
-        if train.eval_every and done % train.eval_every == 0 and done != total:
+        if deadline is not None and done != total:  # every process stops at the same step
+            late = torch.tensor(float(time.monotonic() > deadline), device=device)
+            if float(accelerator.reduce(late, reduction="sum")) > 0:
+                stopped_by = "time_cap"
+        final = done == total or stopped_by == "time_cap"
+        if train.eval_every and done % train.eval_every == 0 and not final:
             last_valid = evaluate(done)
-        if done % save_every == 0 or done == total:
-            if done == total and cases:
+        if done % save_every == 0 or final:
+            if final and cases:
                 last_valid = evaluate(done)
             if accelerator.is_main_process:
                 progress = {"step": done, "best": best, "best_step": best_step}
                 _save_checkpoint(run_dir, core, optimizer, scheduler, spec, progress)
             accelerator.wait_for_everyone()
+        if stopped_by == "time_cap":
+            emit("time_cap", {"step": done, "total": total, "minutes": train.max_minutes})
+            break
     if not cases and accelerator.is_main_process:
-        save_model(run_dir, core, spec, {"step": total})  # no validation: the last model is kept
+        save_model(run_dir, core, spec, {"step": done})  # no validation: the last model is kept
     peak = peak_memory_mb(device)
     summary.update(
         {
-            "steps": total,
+            "steps": done,
+            "planned_steps": total,
+            "stopped_by": stopped_by,
             "resumed_from": start if saved is not None else None,
             "samples_per_s": seen / train_seconds if train_seconds else None,
             "labels_per_s": labels_seen / train_seconds if train_seconds else None,
@@ -507,7 +520,7 @@ def finetune(
     emit("done", summary)
     return FinetuneResult(
         run_dir=run_dir,
-        steps=total,
+        steps=done,
         samples_per_s=summary["samples_per_s"] or 0.0,
         peak_memory_mb=peak,
         valid_before=before,

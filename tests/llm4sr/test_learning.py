@@ -192,3 +192,14 @@ def test_the_log_counts_labels_and_the_groups_have_their_rates(files, llama_dir,
     assert result.summary["labels"] == expected[-1]
     calibration = result.summary["calibration"]
     assert calibration["scale"] > 0 and calibration["positions"] > 0
+
+
+def test_the_time_cap_stops_after_a_step_and_says_so(files, llama_dir, tmp_path):
+    from mmesid_cli.llm4sr import load_run
+
+    train = TrainConfig(warmup_steps=0, max_steps=5, eval_users=8, max_minutes=1e-9)
+    result = finetune(_inputs(files), ModelSpec(backbone=str(llama_dir)), train, tmp_path / "r")
+    assert result.steps == 1 and result.summary["stopped_by"] == "time_cap"
+    assert result.summary["planned_steps"] == 5
+    assert result.valid_last is not None  # the stop is validated and the best model kept
+    assert load_run(tmp_path / "r").score([np.array([1, 2])]).shape == (1, 30)
