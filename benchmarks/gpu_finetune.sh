@@ -12,8 +12,9 @@
 # Both runs train side by side on the one GPU (SmolLM2-135M is far too small to fill an
 # H200; two processes keep it busier than one). Sized for under 10 minutes on an H200.
 # Variables: MMESID (default: mmesid), EPOCHS (4), BATCH (global batch, 32), EVAL_EVERY
-# (validation every N steps, 400), EVAL_USERS (validation users, 2000), FT_FLAGS (more
-# `mmesid finetune` flags), SEED (0).
+# (validation every N steps, 400), EVAL_USERS (validation users, 2000), MAX_MINUTES (safety
+# cap of each fine-tuning run, 6; a run it stops says so), FT_FLAGS (more `mmesid
+# finetune` flags), SEED (0).
 set -euo pipefail
 WORK=${1:?usage: gpu_finetune.sh WORK OUT}
 OUT=${2:?usage: gpu_finetune.sh WORK OUT}
@@ -23,6 +24,7 @@ BATCH=${BATCH:-32}
 EVAL_EVERY=${EVAL_EVERY:-400}
 EVAL_USERS=${EVAL_USERS:-2000}
 SEED=${SEED:-0}
+MAX_MINUTES=${MAX_MINUTES:-6}
 FT_FLAGS=${FT_FLAGS:-}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
@@ -44,7 +46,7 @@ for run in mmesid e4srec; do
     $MMESID finetune --sequences "$WORK/sequences.jsonl" --embeddings "$WORK/embeddings.h5" \
         --tokenizer "$WORK/tok-mmd/tokenizer.safetensors" --sids "$WORK/tok-mmd/sids.h5" \
         ${FLAGS[$run]} --epochs "$EPOCHS" --batch-size "$BATCH" --eval-every "$EVAL_EVERY" \
-        --eval-users "$EVAL_USERS" --seed "$SEED" $FT_FLAGS -o "$OUT/runs/$run" --overwrite \
+        --eval-users "$EVAL_USERS" --seed "$SEED" --max-minutes "$MAX_MINUTES" $FT_FLAGS -o "$OUT/runs/$run" --overwrite \
         >"$OUT/finetune-$run.log" 2>&1 &
     pids+=($!)
 done
