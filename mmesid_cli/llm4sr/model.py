@@ -468,17 +468,19 @@ class MMESID(nn.Module):
         return self(items, mask, labels) / max(count, 1)
 
     @torch.no_grad()
-    def score(self, histories: list[np.ndarray], chunk: int = 32) -> torch.Tensor:
+    def score(self, histories: list[np.ndarray], chunk: int | None = None) -> torch.Tensor:
         """Scores (B, N) for a batch of histories (item rows), the last ``max_history`` each.
 
         Users are run through the LLM in chunks of ``chunk`` of similar history length (the
         rows come back in the order given), so short histories are not padded to the
-        longest one of the whole batch.
+        longest one of the whole batch. ``None``: 32 on a CPU, 256 on a GPU (where a small
+        chunk leaves the device idle: 22k Beauty users took 114 s at 32 on an H200).
         """
         was_training = self.training
         self.eval()
         try:
             device = self.prefix_ids.device
+            chunk = chunk or (256 if device.type == "cuda" else 32)
             lengths = np.array([min(len(h), self.max_history) for h in histories])
             order = np.argsort(lengths, kind="stable")
             out = torch.empty(len(histories), self.head.n_items, device=device)
