@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mmesid_cli.cli.console import console, out
+from mmesid_cli.cli.console import console, print_section
 from mmesid_cli.errors import UserError
 
 
@@ -67,7 +67,7 @@ def curve_command(
     from mmesid_cli.report import curve_section, to_markdown
 
     section = curve_section([(None, content)])
-    _print(section)
+    print_section(section)
     if json_out is not None:
         from mmesid_cli.artifacts.reports import environment, write_report
 
@@ -88,20 +88,6 @@ def curve_command(
 
         write_bytes_atomic(plot, image)
         console.print(f"wrote {plot}")
-
-
-def _print(section) -> None:
-    from rich.table import Table
-
-    table = Table(title=section.title)
-    for column in section.header:
-        left = column in ("run", "split", "objective")
-        table.add_column(column, justify="left" if left else "right", overflow="fold")
-    for row in section.rows:
-        table.add_row(*row)
-    out.print(table)
-    for note in section.notes:
-        out.print(f"  {note}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

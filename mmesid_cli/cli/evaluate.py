@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from mmesid_cli.cli.console import console, out, progress
+from mmesid_cli.cli.console import console, out, print_section, progress
 from mmesid_cli.errors import UserError
 from mmesid_cli.published import RANKING
 
@@ -206,17 +206,8 @@ def report(
         raise UserError(f"--published: no figures for {published!r} (have: {', '.join(RANKING)})")
     loaded = [(path, read_report(path, kind=KINDS)) for path in reports]
     sections = build_report(loaded, ks, published)
-    text_columns = ("model", "split", "space", "modality", "matrix", "protocol", "run", "objective")
     for section in sections:
-        table = Table(title=section.title)
-        for column in section.header:
-            left = column in text_columns
-            table.add_column(column, justify="left" if left else "right", overflow="fold")
-        for row in section.rows:
-            table.add_row(*row)
-        out.print(table)
-        for note in section.notes:
-            out.print(f"  {note}", soft_wrap=True)
+        print_section(section)
     if markdown is not None:
         from mmesid_cli.artifacts.atomic import write_text_atomic
 
