@@ -208,7 +208,33 @@ def load_inputs(
     )
 
 
-class TrainingSet:
+def seeded_subset(count: int, max_samples: int | None, seed: int) -> np.ndarray:
+    """Indices of a seeded subset of ``max_samples`` of ``count`` units, in their order."""
+    if max_samples is None or max_samples >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).permutation(count)[:max_samples])
+
+
+class _Units:
+    """What both kinds of training units share: ``inputs`` (item rows fed to the LLM) and a
+    seeded order per epoch, so ``--resume`` replays the same order."""
+
+    inputs: list[np.ndarray]
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The unit order of ``epoch``: a permutation fixed by (seed, epoch)."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self))
+
+    def lengths(self, indices: np.ndarray, max_history: int | None = None) -> np.ndarray:
+        lengths = np.array([len(self.inputs[i]) for i in indices], dtype=np.int64)
+        return lengths if max_history is None else np.minimum(lengths, max_history)
+
+
+class TrainingSet(_Units):
     """(history, target) training samples (method.md §2) with a seeded order per epoch."""
 
     def __init__(
@@ -220,32 +246,19 @@ class TrainingSet:
         seed: int = 0,
     ):
         samples = training_samples(sequences, samples_per_user, max_history)
-        if max_samples is not None and max_samples < len(samples):
-            keep = np.sort(np.random.default_rng(seed).permutation(len(samples))[:max_samples])
-            samples = [samples[i] for i in keep]
+        samples = [samples[i] for i in seeded_subset(len(samples), max_samples, seed)]
         if not samples:
             raise UserError(
                 "no training samples: every user needs at least 4 items (3 for the "
                 "leave-one-out split, 1 more to learn from)",
                 path=sequences.path,
             )
-        self.histories = [h for h, _ in samples]
+        self.inputs = [h for h, _ in samples]  # the histories
         self.targets = np.array([t for _, t in samples], dtype=np.int64)
         self.seed = seed
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The sample order of ``epoch``: a permutation fixed by (seed, epoch)."""
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self))
-
-    def lengths(self, indices: np.ndarray, max_history: int | None = None) -> np.ndarray:
-        lengths = np.array([len(self.histories[i]) for i in indices], dtype=np.int64)
-        return lengths if max_history is None else np.minimum(lengths, max_history)
-
     def batch(self, indices: np.ndarray) -> tuple[list[np.ndarray], torch.Tensor]:
-        return [self.histories[i] for i in indices], torch.as_tensor(self.targets[indices])
+        return [self.inputs[i] for i in indices], torch.as_tensor(self.targets[indices])
 
     def labels(self, indices: np.ndarray) -> int:
         """Labels (next-item targets) in the given samples: one each."""
@@ -258,7 +271,7 @@ class TrainingSet:
         return items, mask, targets
 
 
-class SequenceWindows:
+class SequenceWindows(_Units):
     """Training sequences for the ``all-positions`` objective, a seeded order per epoch.
 
     A user's training part s_1 … s_m (method.md §2) is read once: the inputs are
@@ -293,9 +306,8 @@ class SequenceWindows:
                 if (target[start:end] >= 0).any():
                     inputs.append(source[start:end])
                     labels.append(target[start:end])
-        if max_samples is not None and max_samples < len(inputs):
-            keep = np.sort(np.random.default_rng(seed).permutation(len(inputs))[:max_samples])
-            inputs, labels = [inputs[i] for i in keep], [labels[i] for i in keep]
+        keep = seeded_subset(len(inputs), max_samples, seed)
+        inputs, labels = [inputs[i] for i in keep], [labels[i] for i in keep]
         if not inputs:
             raise UserError(
                 "no training sequences: every user needs at least 4 items (3 for the "
@@ -306,20 +318,9 @@ class SequenceWindows:
         self.label_counts = np.array([(t >= 0).sum() for t in labels], dtype=np.int64)
         self.seed = seed
 
-    def __len__(self) -> int:
-        return len(self.inputs)
-
     @property
     def total_labels(self) -> int:
         return int(self.label_counts.sum())
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The window order of ``epoch``: a permutation fixed by (seed, epoch)."""
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self))
-
-    def lengths(self, indices: np.ndarray, max_history: int | None = None) -> np.ndarray:
-        lengths = np.array([len(self.inputs[i]) for i in indices], dtype=np.int64)
-        return lengths if max_history is None else np.minimum(lengths, max_history)
 
     def labels(self, indices: np.ndarray) -> int:
         return int(self.label_counts[np.asarray(indices, dtype=np.int64)].sum())

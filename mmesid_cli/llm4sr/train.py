@@ -8,7 +8,9 @@ in. One optimiser step consumes ``batch_size`` samples (the global batch, paper:
 of the W processes runs ``batch_size / (micro_batch_size · W)`` micro-batches and accumulates
 gradients. Before the first step the head is calibrated on a batch of training samples
 (model.py, :func:`calibrate_head`). The LoRA adapters train at ``lr``, every new parameter
-(item tokens, SID tables, heads, gate) at ``head_lr``. Step s of epoch e = s // steps_per_epoch takes the s-th block of a permutation
+(item tokens, SID tables, heads, gate) at ``head_lr``.
+
+Step s of epoch e = s // steps_per_epoch takes the s-th block of a permutation
 fixed by (seed, e), so a resumed run sees exactly the samples it would have seen, and the
 torch RNG (LoRA dropout) is restored with the optimiser and the schedule. Within a step the
 samples are sorted by history length before they are cut into micro-batches, so a
@@ -329,7 +331,7 @@ def finetune(
     model = build_model(spec, inputs, device, seed=train.seed)
     if saved is not None:
         _compatible(saved, spec, inputs, train, run_dir / CONFIG)
-    if saved is None:
+    else:  # a resumed run loads μ and σ with the rest of the head
         calibration = calibrate(model, samples, spec.max_history, train, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(param_groups(model, train), weight_decay=train.weight_decay)
@@ -377,6 +379,8 @@ def finetune(
         clear_run_dir(run_dir)
     write_config()
     save_every = train.save_every or train.eval_every or total
+    # Labels before this (possibly resumed) run's first step, and those seen since.
+    labels_seen, labels_total = 0, labels_before(samples, start, train.batch_size, steps_per_epoch)
     emit(
         "start",
         {
@@ -397,11 +401,10 @@ def finetune(
             started = time.perf_counter()
             metrics = validate(core, cases, train.eval_batch_size)
             seconds = time.perf_counter() - started
-            labels = labels_before(samples, step, train.batch_size, steps_per_epoch)
             log.append(
                 {
                     "step": step,
-                    "labels": labels,
+                    "labels": labels_total + labels_seen,
                     "valid": metrics,
                     "users": len(cases),
                     "seconds": seconds,
@@ -423,7 +426,6 @@ def finetune(
     train_seconds, seen, first_loss, last_loss, last_valid = 0.0, 0, None, None, None
     deadline = None if train.max_minutes is None else time.monotonic() + 60 * train.max_minutes
     stopped_by, done = "steps", start
-    labels_seen, labels_total = 0, labels_before(samples, start, train.batch_size, steps_per_epoch)
     order_epoch, order = -1, None
     rank = accelerator.process_index
     for step in range(start, total):
