@@ -208,7 +208,7 @@ def finetune(
     from mmesid_cli.errors import UserError
     from mmesid_cli.llm4sr.backbone import DEFAULT_BACKBONE, DEFAULT_LORA_TARGETS, check_backbone
     from mmesid_cli.llm4sr.data import load_inputs
-    from mmesid_cli.llm4sr.model import HEADS, ITEM_MAPS, OBJECTIVES
+    from mmesid_cli.llm4sr.model import HEADS, ITEM_MAPS, OBJECTIVES, resolve_output
     from mmesid_cli.llm4sr.run import ModelSpec
     from mmesid_cli.llm4sr.train import TrainConfig, check_run_dir
     from mmesid_cli.llm4sr.train import finetune as run_finetune
@@ -245,6 +245,10 @@ def finetune(
     check_backbone(model)
     check_run_dir(run_dir, resume, overwrite)
     inputs = load_inputs(sequences, embeddings, tokenizer, sids, _names(modalities), sid_init)
+    try:  # needs the modalities, so it follows reading the inputs (nothing is written yet)
+        resolve_output(output_head, fusion, inputs.modalities, sid_init != "none")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     spec = ModelSpec(
         sid_init=sid_init,
         fusion=fusion,

@@ -119,12 +119,18 @@ OBJECTIVES = ("all-positions", "last")
 def resolve_output(output: str, fusion: bool, modalities: Sequence[str], sids: bool) -> str:
     """The one scoring head without fusion. ``auto``: E4SRec's (the collab table, which it
     reads through a map from h) for collab alone without SIDs; E_out (``id``) otherwise."""
+    if output not in ("auto", "id") and output not in modalities:
+        raise ValueError(
+            f"--output-head must be auto, id or one of {', '.join(modalities)}, not {output!r}"
+        )
     if fusion:
+        if output not in ("auto", "id"):
+            raise ValueError(
+                "--output-head chooses the one head of --no-fusion; with fusion all heads score"
+            )
         return "id"
     if output == "auto":
         return "collab" if list(modalities) == ["collab"] and not sids else "id"
-    if output != "id" and output not in modalities:
-        raise ValueError(f"--output-head must be id or one of {', '.join(modalities)}")
     return output
 
 

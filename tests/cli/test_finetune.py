@@ -103,6 +103,13 @@ def test_e4srec_style_baseline(tmp_path, llama, capsys):
         ("tokenizer-modalities", "the tokeniser has no 'collab' modality"),
         ("missing-backbone", "backbone checkpoint not found"),
         ("tokenizer-dims", "trained on 16-d embeddings"),
+        ("--objective=every", "--objective must be one of all-positions, last, not 'every'"),
+        ("--head=mine", "--head must be one of calibrated, paper"),
+        ("--item-map=deep", "--item-map must be one of auto, mlp, linear"),
+        ("--output-head=image", "--output-head must be auto, id or one of collab, text"),
+        ("--output-head=collab", "with fusion all heads score"),
+        ("--head-lr=0", "--head-lr must be positive"),
+        ("--max-minutes=0", "--max-minutes must be positive"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(case, message, tmp_path, llama, capsys):
@@ -115,6 +122,9 @@ def test_bad_input_exits_2_and_writes_nothing(case, message, tmp_path, llama, ca
         extra = ("--modalities", "collab,text")
     elif case == "tokenizer-dims":
         files = tiny_files(tmp_path / "in", tokenizer_dims={"collab": 16, "text": 12})
+    elif case.startswith("--"):  # an option's value
+        files = tiny_files(tmp_path / "in")
+        extra = tuple(case.split("=", 1))
     else:
         files = tiny_files(tmp_path / "in")
         backbone = tmp_path / "no-such-model"
