@@ -4,15 +4,139 @@ An interrupted run (an exception, a kill, a power cut after the rename is durabl
 leaves a half-written file under the final name, so a Makefile never takes a broken
 artifact for a finished one, and a previous file of that name stays intact until the new
 one is complete.
+
+Temporary files are named ``.NAME.<pid>.<random>.partial``: the next write of ``NAME``
+removes those whose process is gone (a killed run), never those of a live writer.
+Files that belong together (a tokeniser and the SIDs it made) are written inside
+:func:`committed_together`: all are complete and synced before the first is renamed.
+Outputs are checked with :func:`check_output` before any work, so a run that could not
+write its result fails in its first second, not after training.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from mmesid_cli.errors import UserError
+
+# Errors of the place a user asked us to write to, not of mmesid: they exit 2, naming it.
+_PLACE_ERRORS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.ENOENT,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+}
+
+# The temporaries of the files being written by an open committed_together() block.
+_GROUP: contextvars.ContextVar[dict[Path, Path] | None] = contextvars.ContextVar(
+    "mmesid_commit_group", default=None
+)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def normal_mode(path: Path) -> None:
+    """The mode a plain open() or mkdir() would give (mkstemp/mkdtemp make them private)."""
+    base = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, base & ~_umask())
+
+
+def cannot_write(final: Path, exc: OSError) -> UserError:
+    reason = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != final else ""
+    return UserError(f"cannot write: {reason}{where}", path=final)
+
+
+def check_output(path: str | os.PathLike[str], *, folder: bool = False) -> Path:
+    """Fail now (exit 2) unless ``path`` can be written: a file (or, with ``folder``, a
+    folder) that is absent or of that kind, below a writable folder (missing folders
+    between are created at write time)."""
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise UserError("is a folder; give a file name", path=path)
+    if path.exists() and folder and not path.is_dir():
+        raise UserError("exists and is not a folder", path=path)
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot be written: {ancestor} is not a folder", path=path)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot be written: the folder {ancestor} is not writable", path=path)
+    return path
+
+
+def check_outputs(*paths: str | os.PathLike[str] | None) -> None:
+    """:func:`check_output` for each file path given (``None``: an output not asked for)."""
+    seen: dict[Path, str] = {}
+    for path in paths:
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise UserError(f"is given for two outputs (also as {seen[resolved]})", path=path)
+        seen[resolved] = str(path)
+        check_output(path)
+
+
+_OWNER = re.compile(r"^(?:(\d+)\.)?[A-Za-z0-9_]+\.partial$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(final: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of ``final`` that a killed writer left; return them.
+
+    A temporary of a live process (another writer, or this one) is kept; one without a
+    process id (written by an older mmesid) is stale.
+    """
+    final = Path(final)
+    removed: list[Path] = []
+    if not final.parent.is_dir():
+        return removed
+    prefix = f".{final.name}."
+    for entry in final.parent.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        match = _OWNER.match(entry.name[len(prefix) :])
+        if match is None:
+            continue
+        pid = match.group(1)
+        if pid is not None and (int(pid) == os.getpid() or _alive(int(pid))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -29,26 +153,69 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success it replaces ``final`` atomically.
 
     The caller writes the whole file to the yielded path. On an exception the temporary
-    file is removed and ``final`` is untouched.
+    file is removed and ``final`` is untouched. Inside :func:`committed_together` the
+    rename waits for the end of the block. An unwritable place is a :class:`UserError`.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    os.close(fd)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(final)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.name}.{os.getpid()}.", suffix=".partial", dir=final.parent
+        )
+        os.close(fd)
+    except OSError as exc:
+        if exc.errno in _PLACE_ERRORS:
+            raise cannot_write(final, exc) from None
+        raise
     tmp = Path(tmp_name)
-    # mkstemp creates the file 0600; give the artifact the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    group = _GROUP.get()
     try:
         yield tmp
+        normal_mode(tmp)  # a writer may have replaced the file (safetensors makes it 0600)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        if group is not None:
+            earlier = group.pop(final, None)
+            if earlier is not None:
+                earlier.unlink(missing_ok=True)
+            group[final] = tmp
+            return
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _PLACE_ERRORS:
+            raise cannot_write(final, exc) from None
         raise
+
+
+@contextlib.contextmanager
+def committed_together() -> Iterator[None]:
+    """Files written with :func:`atomic_path` in this block become visible together.
+
+    Each file is written and synced under its temporary name; only when the whole block
+    has succeeded are they renamed, one right after another (in the order written). A
+    failure or a kill before that leaves every earlier file as it was; readers of files
+    that belong together also check the digests they record of each other.
+    """
+    if _GROUP.get() is not None:  # nested: the outer block commits
+        yield
+        return
+    pending: dict[Path, Path] = {}
+    token = _GROUP.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp in pending.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _GROUP.reset(token)
+    for final, tmp in pending.items():
+        os.replace(tmp, final)
+    for folder in {final.parent for final in pending}:
+        _fsync_dir(folder)
 
 
 def write_bytes_atomic(final: str | os.PathLike[str], data: bytes) -> None:
