@@ -1,4 +1,4 @@
-"""HR@K, NDCG@K and MRR@K under full ranking with the user's history masked (method.md §6).
+"""HR@K, NDCG@K and MRR@K under full ranking with the user's history masked (docs/method.md §6).
 
 Protocol, used by every evaluation in mmesid:
 

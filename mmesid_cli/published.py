@@ -1,7 +1,7 @@
 """Published figures that mmesid's reports print beside their own (never used in computation).
 
 Sources: design.md's table of published Beauty numbers (each under its own protocol) and the
-MME-SID paper's Kendall tau figures (method.md §1, *paper, unverified*).
+MME-SID paper's Kendall tau figures (docs/method.md §1, *paper, unverified*).
 """
 
 from __future__ import annotations

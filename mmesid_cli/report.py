@@ -115,7 +115,7 @@ def concordance_section(reports: Sequence[tuple[object, dict]]) -> Section:
         if note not in notes:
             notes.append(note)
     notes.append(
-        "Paper figures (method.md §1, unverified) do not say which modality or similarity."
+        "Paper figures (docs/method.md §1, unverified) do not say which modality or similarity."
     )
     return Section("Order kept by the SIDs (Kendall tau, formula 9)", header, rows, notes)
 

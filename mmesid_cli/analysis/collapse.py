@@ -1,4 +1,4 @@
-"""Embedding collapse (method.md §1): the singular value spectrum of an item-token matrix.
+"""Embedding collapse (docs/method.md §1): the singular value spectrum of an item-token matrix.
 
 An LLM4SR model turns each item into one token of the LLM's hidden size. If the token is a
 linear projection of a d-dimensional embedding, the N × hidden matrix of all item tokens has
@@ -144,7 +144,7 @@ def spectrum(
 def random_projection(matrix: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
     """``matrix`` (N × d) times a d × ``dim`` Gaussian matrix with entries N(0, 1/d), in float32.
 
-    The item tokens of a linear projection layer at initialisation (method.md §1): whatever
+    The item tokens of a linear projection layer at initialisation (docs/method.md §1): whatever
     ``dim``, their rank cannot exceed d.
     """
     x = np.asarray(matrix, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Formula 9 (method.md §4): how much of the pretrained similarity order a second space keeps.
+"""Formula 9 (docs/method.md §4): how much of the pretrained similarity order a second space keeps.
 
 For one case, a user's history h_1 … h_n and the target t that follows it, and two item
 tables, the pretrained table e and a second table ê (the SID space ê = Σ_l C_l[k_l] or a
@@ -49,7 +49,7 @@ TARGETS = ("test", "valid", "all-positions")
 
 @dataclass(frozen=True)
 class ConcordanceConfig:
-    """Every setting of the analysis; the defaults are the natural reading of method.md §4."""
+    """Every setting of the analysis; the defaults are the natural reading of docs/method.md §4."""
 
     similarity: str = "cosine"  # cosine | dot | neg-l2 (−‖e_t − e_h‖², the order of −L2)
     target: str = "test"  # test: last item; valid: second to last; all-positions: every item
@@ -189,7 +189,7 @@ def cases_for(
 
 
 def sid_space_tables(codebooks: Sequence[np.ndarray], codes: np.ndarray) -> list[np.ndarray]:
-    """The SID-space vector of every item at each prefix level (method.md §3, §4).
+    """The SID-space vector of every item at each prefix level (docs/method.md §3, §4).
 
     ``codebooks[l - 1]`` is level l's K_l × e_dim table, ``codes`` the N × L codes. Entry
     p − 1 of the result is Σ_{l ≤ p} codebooks[l − 1][codes[:, l − 1]] (N × e_dim, float32):

@@ -144,14 +144,20 @@ def collapse_command(
     report: Path | None = typer.Option(None, "-o", "--out", help="Write the JSON report here."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw the spectra (.png/.pdf/.svg)."),
 ) -> None:
-    """Embedding collapse (method.md §1): singular spectrum and rank of item matrices.
+    """Embedding collapse (docs/method.md §1): singular spectrum and rank of item matrices.
 
     Numerical rank, effective rank (Roy & Vetterli 2007) and the dimensions holding 90% / 99%
     of the energy.
 
-    Example: mmesid collapse embeddings.h5:collab --project 576 --project 4096 --plot collapse.png
+    Examples:
 
-    Example: mmesid collapse runs/e4srec runs/mmesid runs/mmesid:collab.projection -o ranks.json
+    \b
+      mmesid collapse emb.h5:collab --project 576 --project 4096 \\
+          --plot collapse.png
+      mmesid collapse runs/e4srec runs/mmesid runs/mmesid:collab.projection \\
+          -o ranks.json
+
+    Guide: docs/cli.md (collapse).
     """
     from mmesid_cli.cli.concordance import require_plot
 
@@ -279,4 +285,6 @@ def _plot(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("collapse")(collapse_command)
+    app.command("collapse", short_help="Singular spectrum and effective rank of item matrices.")(
+        collapse_command
+    )

@@ -373,8 +373,14 @@ def concordance_command(
     and in each SID space (per prefix level) or candidate table; tau-a, tau-b and the
     concordant-pair fraction with bootstrap intervals.
 
-    Example: mmesid concordance -e emb.h5 -s seq.jsonl --codebook mmd/tokenizer.safetensors
-    --sids mmd/sids.h5 --codebook mse/tokenizer.safetensors --sids mse/sids.h5 -o tau.json
+    Example:
+
+    \b
+      mmesid concordance -e emb.h5 -s seq.jsonl \\
+          --codebook mmd/tokenizer.safetensors --sids mmd/sids.h5 \\
+          --codebook mse/tokenizer.safetensors --sids mse/sids.h5 -o tau.json
+
+    Guide: docs/cli.md (concordance); formula 9: docs/method.md.
     """
     started = time.perf_counter()
     codebooks, sid_files, candidates = list(codebook or []), list(sids or []), list(candidate or [])
@@ -503,7 +509,7 @@ def concordance_command(
             report,
             "concordance",
             {
-                "formula": "method.md §4 (paper formula 9): Kendall tau between the order of "
+                "formula": "docs/method.md §4 (paper formula 9): Kendall tau between the order of "
                 "sim(target, history item) in the pretrained space and in each compared space",
                 "settings": {
                     **config.as_dict(),
@@ -629,4 +635,6 @@ def _plot(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("concordance")(concordance_command)
+    app.command("concordance", short_help="Formula 9: how much order the SIDs keep (Kendall tau).")(
+        concordance_command
+    )

@@ -43,8 +43,13 @@ def curve_command(
 
     A test-split baseline is marked (test): beside validation curves it is a level, not a gap.
 
-    Example: mmesid curve runs/mmesid runs/e4srec --popularity
-    --baseline sasrec=eval/sasrec.json --plot curve.png --json curve.json
+    Example:
+
+    \b
+      mmesid curve runs/mmesid runs/e4srec --popularity \\
+          --baseline sasrec=eval/sasrec.json --plot curve.png --json curve.json
+
+    Guide: docs/cli.md (curve).
     """
     from mmesid_cli import curves as lib
 
@@ -91,4 +96,6 @@ def curve_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("curve")(curve_command)
+    app.command("curve", short_help="Validation NDCG@10 against labels seen, per run.")(
+        curve_command
+    )

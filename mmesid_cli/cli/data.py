@@ -38,7 +38,7 @@ def _finish(imported: importers.Imported, out_dir: Path, min_interactions: int) 
     )
 
 
-@data_app.command("import-amazon")
+@data_app.command("import-amazon", short_help="Amazon reviews (E4SRec/MME-SID or P5 layout).")
 def import_amazon(
     path: Path = typer.Argument(
         ...,
@@ -58,7 +58,12 @@ def import_amazon(
     """Import Amazon review data in the MME-SID / E4SRec or the P5 / S3-Rec layout.
 
     Lines are `<user> <item> <item> ...` with 1-based item ids, already chronological.
-    Example: mmesid data import-amazon ../shared/data/beauty/raw -o data/beauty
+    Where to get the data: docs/data.md.
+
+    Example:
+
+    \b
+      mmesid data import-amazon Beauty/ -o data/beauty
     """
     _finish(
         importers.import_amazon(path, text_csv=text_csv, datamaps=datamaps),
@@ -67,7 +72,7 @@ def import_amazon(
     )
 
 
-@data_app.command("import-movielens")
+@data_app.command("import-movielens", short_help="MovieLens ml-100k or ml-1m.")
 def import_movielens(
     folder: Path = typer.Argument(
         ..., help="An ml-100k folder (u.data, u.item) or an ml-1m folder (ratings.dat, movies.dat)."
@@ -79,7 +84,7 @@ def import_movielens(
     _finish(importers.import_movielens(folder), out_dir, min_interactions)
 
 
-@data_app.command("import-recbole")
+@data_app.command("import-recbole", short_help="RecBole atomic files (.inter, .item).")
 def import_recbole(
     path: Path = typer.Argument(
         ...,
@@ -92,7 +97,7 @@ def import_recbole(
     _finish(importers.import_recbole(path), out_dir, min_interactions)
 
 
-@data_app.command("stats")
+@data_app.command("stats", short_help="Counts, lengths and split sizes of a data set.")
 def stats(
     items: Path = typer.Argument(..., help="items.jsonl"),
     sequences: Path = typer.Argument(..., help="sequences.jsonl"),
@@ -132,4 +137,4 @@ def _fmt(value: object) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(data_app, name="data")
+    app.add_typer(data_app, name="data", short_help="Import public data sets; describe them.")

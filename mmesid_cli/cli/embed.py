@@ -80,7 +80,7 @@ def embed(
         help="image: fail when an item has no image instead of writing a zero row.",
     ),
     device: str = typer.Option(
-        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …"
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."
     ),
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="CPU threads for torch (default: all cores)."
@@ -160,10 +160,15 @@ def embed(
     also writes its checkpoint and a validation/test report.\n
     --import: any .npy / .pt / .pkl matrix with a row per item, as the --modality table.
 
-    Examples:\n
-      mmesid embed data/items.jsonl -m text -m collab --sequences data/sequences.jsonl -o emb.h5\n
-      mmesid embed data/items.jsonl -m image --model clip-folder/ -o emb.h5\n
-      mmesid embed data/items.jsonl -m collab --import table.pkl --drop-first-row -o emb.h5
+    Examples:
+
+    \b
+      mmesid embed items.jsonl -m text -m collab --sequences seq.jsonl -o emb.h5
+      mmesid embed items.jsonl -m image --model clip-folder/ -o emb.h5
+      mmesid embed items.jsonl -m collab --import table.pkl --drop-first-row \\
+          -o emb.h5
+
+    Guide: docs/cli.md (embed).
     """
     import torch
 
@@ -407,4 +412,4 @@ def _print_metrics(valid: dict[str, float], test: dict[str, float]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("embed")(embed)
+    app.command("embed", short_help="Embed items: text, image, collab (SASRec) or imported.")(embed)

@@ -70,7 +70,7 @@ def evaluate(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the --max-users subset."),
     device: str = typer.Option(
-        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, …"
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."
     ),
 ) -> None:
     """Full-ranking HR/NDCG/MRR@K with the user's history masked, for a run or a baseline.
@@ -78,9 +78,15 @@ def evaluate(
     Every item of the catalogue is a candidate; history items score -inf (except the
     target); ties are pessimistic. The protocol is written next to every figure.
 
-    Examples:\n
-      mmesid evaluate runs/mmesid --sequences seq.jsonl --items items.jsonl --json mmesid.json\n
-      mmesid evaluate --baseline popularity --sequences seq.jsonl --items items.jsonl --json pop.json
+    Examples:
+
+    \b
+      mmesid evaluate runs/mmesid --sequences seq.jsonl --items items.jsonl \\
+          --json mmesid.json
+      mmesid evaluate --baseline popularity --sequences seq.jsonl \\
+          --items items.jsonl --json pop.json
+
+    Guide: docs/cli.md (evaluate).
     """
     from mmesid_cli.data.records import read_items, read_sequences
     from mmesid_cli.evaluation import evaluate_scorer
@@ -195,8 +201,13 @@ def report(
     rank and effective rank of item matrices and the best validation NDCG@10 of learning
     curves with their baselines.
 
-    Example: mmesid report eval/*.json concordance.json collapse.json --published beauty
-    --markdown report.md
+    Example:
+
+    \b
+      mmesid report eval/*.json concordance.json collapse.json \\
+          --published beauty --markdown report.md
+
+    Guide: docs/cli.md (report).
     """
     from mmesid_cli.artifacts.reports import read_report
     from mmesid_cli.report import KINDS, build_report, to_markdown
@@ -216,5 +227,7 @@ def report(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate)
-    app.command("report")(report)
+    app.command("evaluate", short_help="Full-ranking HR/NDCG/MRR@K of a run or a baseline.")(
+        evaluate
+    )
+    app.command("report", short_help="One table of evaluate, concordance, collapse, curve.")(report)

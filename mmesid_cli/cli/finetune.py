@@ -1,4 +1,4 @@
-"""``mmesid finetune``: train the MME-SID LLM4SR model (method.md §5) into a run directory."""
+"""``mmesid finetune``: train the MME-SID LLM4SR model (docs/method.md §5) into a run directory."""
 
 from __future__ import annotations
 
@@ -195,15 +195,21 @@ def finetune(
         "times faster than oversubscribing.",
     ),
 ) -> None:
-    """Fine-tune an LLM with LoRA as the MME-SID recommender (method.md §5).
+    """Fine-tune an LLM with LoRA as the MME-SID recommender (docs/method.md §5).
 
     Item tokens from pretrained embeddings and codebook-initialised SID embeddings, the
     frequency-aware fusion head, full-softmax cross-entropy over every item position of a
     user's sequence. The E4SRec-style baseline is --modalities collab --sid-init none
     --no-fusion (a linear item token). Runs under `accelerate launch` too.
 
-    Example: mmesid finetune --sequences data/beauty/sequences.jsonl --embeddings
-    embeddings.h5 --tokenizer tokenizer.safetensors --sids sids.h5 -o runs/beauty
+    Example:
+
+    \b
+      mmesid finetune --sequences seq.jsonl --embeddings emb.h5 \\
+          --tokenizer tok/tokenizer.safetensors --sids tok/sids.h5 -o runs/mmesid
+
+    Guide: docs/cli.md (finetune); where the defaults depart from the paper:
+    docs/method.md.
     """
     from mmesid_cli.errors import UserError
     from mmesid_cli.llm4sr.backbone import DEFAULT_BACKBONE, DEFAULT_LORA_TARGETS, check_backbone
@@ -381,4 +387,4 @@ def _report(result) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("finetune")(finetune)
+    app.command("finetune", short_help="Fine-tune an LLM with LoRA as the recommender.")(finetune)

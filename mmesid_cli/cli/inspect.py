@@ -31,4 +31,4 @@ def inspect_file(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("inspect")(inspect_file)
+    app.command("inspect", short_help="What an mmesid file or run folder holds.")(inspect_file)

@@ -21,6 +21,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click help, not typer's rich panels: click wraps every column to the terminal
+    # (rich tables cut option names with "…" at 80 columns), shows no type tag on a flag,
+    # and rejoins a docstring paragraph instead of keeping its source line breaks. `\b`
+    # before a paragraph (the examples) keeps its lines as written.
+    rich_markup_mode=None,
 )
 
 
@@ -62,9 +67,22 @@ def _register() -> None:
 _register()
 
 
+def _usage_message(exc: Exception) -> str:
+    """One line for a usage error: the problem, then where the help is.
+
+    typer checks a choice through pydantic, whose message starts "Value error, "; the user
+    needs only what follows.
+    """
+    message = " ".join(exc.format_message().replace("Value error, ", "").split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="mmesid", standalone_mode=False)
     except UserError as exc:
         print(f"mmesid: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -80,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         # argument) have typer.BadParameter's bases, not the standalone click's.
         bases = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
         if isinstance(exc, bases["UsageError"]):
-            exc.show()
+            print(f"mmesid: error: {_usage_message(exc)}", file=sys.stderr)
             sys.exit(2)
         if isinstance(exc, bases["ClickException"]):
             exc.show()

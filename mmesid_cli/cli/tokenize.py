@@ -229,16 +229,21 @@ def tokenize(
         None, "--threads", help="CPU threads for torch (default: torch's choice)."
     ),
 ) -> None:
-    """Train the multimodal MMD RQ-VAE (method.md §3) and write semantic IDs.
+    """Train the multimodal MMD RQ-VAE (docs/method.md §3) and write semantic IDs.
 
     One RQ-VAE per modality, k-means-initialised codebooks, Sinkhorn on the last level, MMD
     reconstruction, collab→text/image InfoNCE. With --tokenizer, encode items with a trained
     tokeniser instead (no training).
 
-    Examples:\n
-      mmesid tokenize embeddings.h5 --modalities collab,text --preset cpu -o tok\n
-      mmesid tokenize embeddings.h5 --preset paper --recon mse -o tok-mse\n
-      mmesid tokenize new_items.h5 --tokenizer tok/tokenizer.safetensors --sids-out new_sids.h5
+    Examples:
+
+    \b
+      mmesid tokenize emb.h5 --modalities collab,text --preset cpu -o tok
+      mmesid tokenize emb.h5 --preset paper --recon mse -o tok-mse
+      mmesid tokenize new_items.h5 --tokenizer tok/tokenizer.safetensors \\
+          --sids-out new_sids.h5
+
+    Guide: docs/cli.md (tokenize); the method: docs/method.md.
     """
     started = time.perf_counter()
     import torch
@@ -545,4 +550,4 @@ def _table(report: dict) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("tokenize")(tokenize)
+    app.command("tokenize", short_help="Train the MMD RQ-VAE tokeniser; write SIDs.")(tokenize)

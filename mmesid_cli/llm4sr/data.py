@@ -5,7 +5,7 @@
   modalities, input dimensions, levels, codebook sizes) before anything is built or written.
   The catalogue is the embedding file's item list, in its row order: score column j is
   ``item_ids[j]``.
-- :class:`TrainingSet`: the (history, target) samples of method.md §2 (objective ``last``),
+- :class:`TrainingSet`: the (history, target) samples of docs/method.md §2 (objective ``last``),
   optionally a seeded subset, in a seeded order per epoch (so ``--resume`` replays the
   same order).
 - :class:`SequenceWindows`: the same labels as whole sequences (objective
@@ -51,7 +51,7 @@ class SIDInputs:
         return int(self.codebooks[0].shape[1])
 
     def quantised_latent(self) -> np.ndarray:
-        """z_q(i) = Σ_l codebook_l[k_l(i)] (method.md §3): (N, e_dim)."""
+        """z_q(i) = Σ_l codebook_l[k_l(i)] (docs/method.md §3): (N, e_dim)."""
         return sum(cb[self.codes[:, level]] for level, cb in enumerate(self.codebooks))
 
 
@@ -235,7 +235,7 @@ class _Units:
 
 
 class TrainingSet(_Units):
-    """(history, target) training samples (method.md §2) with a seeded order per epoch."""
+    """(history, target) training samples (docs/method.md §2) with a seeded order per epoch."""
 
     def __init__(
         self,
@@ -274,7 +274,7 @@ class TrainingSet(_Units):
 class SequenceWindows(_Units):
     """Training sequences for the ``all-positions`` objective, a seeded order per epoch.
 
-    A user's training part s_1 … s_m (method.md §2) is read once: the inputs are
+    A user's training part s_1 … s_m (docs/method.md §2) is read once: the inputs are
     s_1 … s_{m−1} and the label at input position t is s_{t+1}, the same m − 1 (history,
     target) pairs :class:`TrainingSet` makes, from one causal forward instead of m − 1.
     Only the last ``samples_per_user`` labels are kept (the reference's cap). Inputs longer

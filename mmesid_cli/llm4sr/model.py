@@ -1,9 +1,9 @@
-"""The MME-SID LLM4SR model (method.md §5), top to bottom as the paper builds it.
+"""The MME-SID LLM4SR model (docs/method.md §5), top to bottom as the paper builds it.
 
 Notation: N items, M modalities present (of collab, image, text), H the LLM hidden size,
 L SID levels with K codes each, B users in a batch, n history items per user (left padded).
 
-1. **Item token** (method.md §5, the equation for x_i)::
+1. **Item token** (docs/method.md §5, the equation for x_i)::
 
        x_i = GELU( MLP( [ W_m e_m(i) ; S_m(i) ]  over the present modalities m ) )   (mlp)
        x_i = Σ_m W_m e_m(i) + Σ_m S_m(i)                                            (linear)
@@ -11,7 +11,7 @@ L SID levels with K codes each, B users in a batch, n history items per user (le
 
    e_m are frozen pretrained embeddings, W_m trainable linear maps d_m → H, E^m_l the L
    trainable K × H SID tables of modality m, initialised from the tokeniser's codebooks so
-   that at step 0 S_m(i) is exactly the item's quantised latent z_q (method.md §3). MLP is
+   that at step 0 S_m(i) is exactly the item's quantised latent z_q (docs/method.md §3). MLP is
    Linear(2MH → MH), ReLU, Linear(MH → H) (6H → 3H → H for three modalities); without SID
    inputs it is Linear(MH → MH), ReLU, Linear(MH → H). The ``linear`` map is E4SRec's input
    (one modality, no SIDs: x_i = W_c e_c(i)).
@@ -65,7 +65,7 @@ def ordered_modalities(modalities: Sequence[str]) -> list[str]:
 
 
 class SIDEmbedding(nn.Module):
-    """S_m(i) = Σ_l E_l[k_l(i)]: the SID embedding of one modality (method.md §5).
+    """S_m(i) = Σ_l E_l[k_l(i)]: the SID embedding of one modality (docs/method.md §5).
 
     The L tables are K × table_dim. When table_dim differs from the LLM hidden size H (a
     tokeniser trained with e_dim ≠ H), a trainable bias-free linear map P: table_dim → H
@@ -144,7 +144,7 @@ def resolve_item_map(item_map: str, n_modalities: int, sids: bool) -> str:
 
 
 class ItemTokens(nn.Module):
-    """x_i: GELU(MLP([W_m e_m(i); S_m(i)])) or Σ_m (W_m e_m(i) + S_m(i)) (method.md §5)."""
+    """x_i: GELU(MLP([W_m e_m(i); S_m(i)])) or Σ_m (W_m e_m(i) + S_m(i)) (docs/method.md §5)."""
 
     def __init__(
         self,

@@ -70,7 +70,7 @@ PAPER_TEMPERATURE = 1e-3
 
 @dataclass
 class ModelSpec:
-    """How to rebuild the model (saved in config.json); defaults are method.md §5's."""
+    """How to rebuild the model (saved in config.json); defaults are docs/method.md §5's."""
 
     modalities: list[str] = field(default_factory=list)
     sid_init: str = "codebook"  # codebook | random | none

@@ -1,4 +1,4 @@
-"""Fine-tuning on accelerate (method.md §5): AdamW, cosine schedule with warm-up, gradient
+"""Fine-tuning on accelerate (docs/method.md §5): AdamW, cosine schedule with warm-up, gradient
 accumulation, periodic validation NDCG@10 keeping the best model, checkpoints and resume.
 
 A *sample* is one training unit: a whole user sequence (window) with a label at every item
@@ -58,7 +58,7 @@ VALID_METRIC = "NDCG@10"
 
 @dataclass
 class TrainConfig:
-    """Training settings; defaults are the reference's (method.md §5) unless noted."""
+    """Training settings; defaults are the reference's (docs/method.md §5) unless noted."""
 
     lr: float = 3e-4  # the LoRA adapters
     head_lr: float = 1e-3  # new parameters (measured: 3e-3 loses the popularity start)
@@ -71,7 +71,7 @@ class TrainConfig:
     max_steps: int | None = None  # overrides epochs
     max_train_samples: int | None = None  # a seeded subset of the training samples
     max_minutes: float | None = None  # safety cap on training time; stops after a step
-    samples_per_user: int = 50  # training positions per user (method.md §2)
+    samples_per_user: int = 50  # training positions per user (docs/method.md §2)
     calibration_samples: int = 128  # training samples the head's μ, σ are measured on
     eval_every: int = 200  # steps; 0 = only after the last step
     eval_at_start: bool = True  # the "before training" figure

@@ -1,4 +1,4 @@
-"""The MM-RQ-VAE semantic-ID tokeniser (method.md §3), usable without the CLI.
+"""The MM-RQ-VAE semantic-ID tokeniser (docs/method.md §3), usable without the CLI.
 
     from mmesid_cli.tokenizer import ItemInputs, TokenizerConfig, train, encode_items
 

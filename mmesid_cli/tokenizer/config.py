@@ -1,4 +1,4 @@
-"""The one configuration of the MM-RQ-VAE tokeniser (method.md §3).
+"""The one configuration of the MM-RQ-VAE tokeniser (docs/method.md §3).
 
 Defaults are the reference hyper-parameters (the `paper` preset), with two deliberate
 exceptions, each one setting away from the reference:
@@ -6,7 +6,7 @@ exceptions, each one setting away from the reference:
 - the commitment weight ``beta`` is the textbook 0.25: the reference ends up with 0.01 only
   by passing its alignment weight by mistake (``REFERENCE_BETA``);
 - ``commit_all_levels``: the commitment of every level reaches the encoder, as the VQ
-  formula of method.md §3 says; the reference's straight-through residuals detach every
+  formula of docs/method.md §3 says; the reference's straight-through residuals detach every
   level after the first.
 
 :data:`PRESETS` holds named variations.
@@ -29,7 +29,7 @@ DURATION_FIELDS = ("epochs", "patience")
 
 @dataclass
 class TokenizerConfig:
-    """Every knob of the tokeniser; the defaults reproduce the reference run (method.md §3)."""
+    """Every knob of the tokeniser; the defaults reproduce the reference run (docs/method.md §3)."""
 
     # --- model -------------------------------------------------------------------------
     modalities: tuple[str, ...] = ("collab", "text", "image")
@@ -46,7 +46,7 @@ class TokenizerConfig:
     sinkhorn_iters: int = 50
     dead_code_restart: bool = False  # not in the reference; the CPU preset turns it on
 
-    # --- losses (method.md §3: L = λ_rec Σ Rec + λ_vq Σ VQ + λ_align Σ InfoNCE) ---------
+    # --- losses (docs/method.md §3: L = λ_rec Σ Rec + λ_vq Σ VQ + λ_align Σ InfoNCE) ---------
     recon: str = "mmd"  # "mse" is the paper's ablation
     mmd_alphas: tuple[float, ...] = (0.5,)  # σ² = α · mean pairwise squared distance
     beta: float = 0.25  # commitment weight; the reference's effective value is 0.01
@@ -128,7 +128,7 @@ class TokenizerConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-# Named variations of the defaults. `paper` is the reference run (method.md §3). `cpu` trains
+# Named variations of the defaults. `paper` is the reference run (docs/method.md §3). `cpu` trains
 # the Beauty set (12,086 items, text + collab) in minutes on 2 CPU cores: codes of the default
 # SmolLM2-135M hidden size (576), one hidden layer of 512, 60 epochs at most with a patience of
 # 10, and dead-code restarts because a short run cannot wait for unused codes to come back.

@@ -1,4 +1,4 @@
-"""k-means for codebook initialisation (method.md §3): plain (Lloyd) and size-balanced.
+"""k-means for codebook initialisation (docs/method.md §3): plain (Lloyd) and size-balanced.
 
 The reference initialises each level with ``KMeansConstrained`` (cluster sizes between
 ``min(N // 2K, 50)`` and four times that): every code starts with items, so none is dead on

@@ -1,4 +1,4 @@
-"""The tokeniser's losses (method.md §3): MMD reconstruction, VQ, InfoNCE alignment.
+"""The tokeniser's losses (docs/method.md §3): MMD reconstruction, VQ, InfoNCE alignment.
 
 The MMD is computed from pairwise squared distances only (three n × n blocks), never from an
 n × n × d difference tensor: at n = 1024, d = 4096 it needs a few tens of megabytes where
@@ -38,7 +38,7 @@ def mean_pairwise_sq_dist(*parts: torch.Tensor, chunk: int = 256) -> torch.Tenso
 
 
 def gaussian_bandwidths(x_hat: torch.Tensor, x: torch.Tensor, alphas: Sequence[float]) -> list:
-    """σ² = α · mean ‖u − v‖² over the joined batch [X̂; X], detached (method.md §3).
+    """σ² = α · mean ‖u − v‖² over the joined batch [X̂; X], detached (docs/method.md §3).
 
     The mean runs over the full 2n × 2n matrix, diagonal included, as the reference's
     ``tllib`` GaussianKernel does.
@@ -50,7 +50,7 @@ def gaussian_bandwidths(x_hat: torch.Tensor, x: torch.Tensor, alphas: Sequence[f
 
 
 def mmd2(x_hat: torch.Tensor, x: torch.Tensor, alphas: Sequence[float] = (0.5,)) -> torch.Tensor:
-    """Unbiased squared MMD between two batches, Gaussian kernel(s) (method.md §3).
+    """Unbiased squared MMD between two batches, Gaussian kernel(s) (docs/method.md §3).
 
         MMD² = 1/(n(n−1)) Σ_{i≠j} k(x̂_i, x̂_j) + 1/(n(n−1)) Σ_{i≠j} k(x_i, x_j)
                − 2/n² Σ_{i,j} k(x̂_i, x_j),           k(a, b) = Σ_α exp(−‖a − b‖² / (2σ_α²))
@@ -101,7 +101,7 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.1) -
     """InfoNCE, one direction: row i of ``key`` is the positive of row i of ``query``.
 
     Cosine similarity over temperature; the other rows of the batch are the negatives
-    (method.md §3: collab latent as query, text / image latent as key). (n, d), (n, d) → ().
+    (docs/method.md §3: collab latent as query, text / image latent as key). (n, d), (n, d) → ().
     """
     logits = F.normalize(query, dim=-1) @ F.normalize(key, dim=-1).T / temperature  # (n, n)
     labels = torch.arange(query.shape[0], device=query.device)

@@ -1,4 +1,4 @@
-"""The residual quantiser of one modality (method.md §3).
+"""The residual quantiser of one modality (docs/method.md §3).
 
 Level l picks the code nearest (squared L2) to the current residual r_l; r_1 = z,
 r_{l+1} = r_l − c_l, z_q = Σ_l c_l. Straight-through: the value passed on is
@@ -122,7 +122,7 @@ class ResidualQuantizer(nn.Module):
 
 
 def quantized_latents(codebooks: list, codes: np.ndarray) -> np.ndarray:
-    """ê = Σ_l codebook_l[k_l] for every item (method.md §4). Returns a NumPy (N, e_dim) array.
+    """ê = Σ_l codebook_l[k_l] for every item (docs/method.md §4). Returns a NumPy (N, e_dim) array.
 
     codebooks: L tensors or arrays of K × e_dim (level order); codes: (N, ≥L) integers, column
     l−1 indexing codebook l. A deduplication suffix column beyond L is ignored.

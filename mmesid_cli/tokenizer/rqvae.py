@@ -1,4 +1,4 @@
-"""MM-RQ-VAE: one RQ-VAE per modality, trained jointly (method.md §3).
+"""MM-RQ-VAE: one RQ-VAE per modality, trained jointly (docs/method.md §3).
 
 Per modality m (nothing shared between modalities except the alignment loss):
 
@@ -118,7 +118,7 @@ class MMRQVAE(nn.Module):
     def loss(
         self, inputs: dict[str, torch.Tensor], outputs: dict[str, ModalityOutput]
     ) -> LossParts:
-        """L = λ_rec Σ Rec + λ_vq Σ VQ + λ_align Σ InfoNCE(z_q,anchor, z_q,m) (method.md §3)."""
+        """L = λ_rec Σ Rec + λ_vq Σ VQ + λ_align Σ InfoNCE(z_q,anchor, z_q,m) (docs/method.md §3)."""
         cfg = self.config
         total = next(iter(outputs.values())).z.new_zeros(())
         parts = LossParts(total=total)

@@ -1,4 +1,4 @@
-"""Sinkhorn-balanced code assignment (method.md §3: the last level, ε = 0.003, 50 iterations).
+"""Sinkhorn-balanced code assignment (docs/method.md §3: the last level, ε = 0.003, 50 iterations).
 
 As in the reference (after LC-Rec): the B × K distances are centred and scaled to [−1, 1],
 Q = exp(−d / ε) is rescaled alternately so that every code receives 1/K of the mass and every

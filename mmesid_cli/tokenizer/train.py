@@ -1,4 +1,4 @@
-"""Training the MM-RQ-VAE (method.md §3), on one CPU, one GPU or several with accelerate.
+"""Training the MM-RQ-VAE (docs/method.md §3), on one CPU, one GPU or several with accelerate.
 
 Steps: build the model from the seed; initialise every level of every codebook with k-means
 on the residuals of the whole item set; then AdamW epochs over shuffled batches until the
