@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from mmesid_cli.cli.console import console, out
+from mmesid_cli.cli.options import SEED_MAX, non_negative
 from mmesid_cli.errors import UserError
 
 
@@ -129,15 +130,19 @@ def collapse_command(
     project: list[int] | None = typer.Option(
         None,
         "--project",
+        min=1,
         help="Also measure a random linear projection of each matrix to this many dimensions "
         "(the paper's case: 64 -> 4096); repeatable.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random projections."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=SEED_MAX, help="Seed of the random projections."
+    ),
     sids: Path | None = typer.Option(None, "--sids", help="sids.h5 for SID-space sources."),
     center: bool = typer.Option(False, "--center", help="Subtract the column means first."),
     rtol: float | None = typer.Option(
         None,
         "--rtol",
+        callback=non_negative,
         help="Singular values at most rtol·σ_max count as zero (default: max(N, d)·eps of the "
         "stored dtype, as numpy.linalg.matrix_rank).",
     ),

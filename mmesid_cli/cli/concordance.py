@@ -18,6 +18,7 @@ import numpy as np
 import typer
 
 from mmesid_cli.cli.console import console, out, progress
+from mmesid_cli.cli.options import SEED_MAX, open_unit
 from mmesid_cli.errors import UserError
 
 
@@ -351,13 +352,15 @@ def concordance_command(
         help="test: last item (history: all before it); valid: second to last; all-positions: "
         "every item after a user's first.",
     ),
-    min_history: int = typer.Option(2, "--min-history", help="Drop shorter histories."),
+    min_history: int = typer.Option(2, "--min-history", min=2, help="Drop shorter histories."),
     max_history: int | None = typer.Option(
-        None, "--max-history", help="Keep only the most recent items of a history."
+        None, "--max-history", min=2, help="Keep only the most recent items of a history."
     ),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Resamples of users (0: no CI)."),
-    confidence: float = typer.Option(0.95, "--confidence", help="Level of the intervals."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    confidence: float = typer.Option(
+        0.95, "--confidence", callback=open_unit, help="Level of the intervals."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap."),
     workers: int = typer.Option(
         min(os.cpu_count() or 1, 8), "--workers", help="Threads working on chunks."
     ),

@@ -24,12 +24,22 @@ OUT_OPTION = typer.Option(
 MIN_OPTION = typer.Option(
     0,
     "--min-interactions",
+    min=0,
     help="k-core filter: repeatedly drop users and items with fewer interactions (0 = keep all).",
 )
 
 
+def _check_out(out_dir: Path) -> None:
+    """-o must be a folder we can write items.jsonl and sequences.jsonl into (before reading)."""
+    from mmesid_cli.artifacts.atomic import check_output, check_outputs
+
+    check_output(out_dir, folder=True)
+    check_outputs(out_dir / "items.jsonl", out_dir / "sequences.jsonl")
+
+
 def _finish(imported: importers.Imported, out_dir: Path, min_interactions: int) -> None:
     imported = importers.k_core(imported, min_interactions)
+    importers.check_usable(imported, min_interactions)
     items_path, seq_path = imported.write(out_dir)
     n_inter = sum(len(s) for _, s, _ in imported.sequences)
     console.print(
@@ -65,6 +75,7 @@ def import_amazon(
     \b
       mmesid data import-amazon Beauty/ -o data/beauty
     """
+    _check_out(out_dir)
     _finish(
         importers.import_amazon(path, text_csv=text_csv, datamaps=datamaps),
         out_dir,
@@ -81,6 +92,7 @@ def import_movielens(
     min_interactions: int = MIN_OPTION,
 ) -> None:
     """Import MovieLens; each user's items are ordered by timestamp (ties keep file order)."""
+    _check_out(out_dir)
     _finish(importers.import_movielens(folder), out_dir, min_interactions)
 
 
@@ -94,6 +106,7 @@ def import_recbole(
     min_interactions: int = MIN_OPTION,
 ) -> None:
     """Import RecBole atomic files (.inter, .item); items ordered by timestamp per user."""
+    _check_out(out_dir)
     _finish(importers.import_recbole(path), out_dir, min_interactions)
 
 
@@ -106,6 +119,9 @@ def stats(
     ),
 ) -> None:
     """Users, items, interactions, sequence lengths, items without text, and split sizes."""
+    from mmesid_cli.artifacts.atomic import check_outputs
+
+    check_outputs(json_out)
     item_table = read_items(items)
     figures = dataset_stats(item_table, read_sequences(sequences, item_table))
     table = Table(title=f"{sequences}", show_header=True)

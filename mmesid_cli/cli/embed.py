@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from mmesid_cli.cli.console import console, out, progress
+from mmesid_cli.cli.options import SEED_MAX, positive
 from mmesid_cli.errors import UserError
 
 BUILT_IN = ("text", "image", "collab")
@@ -110,9 +111,10 @@ def embed(
     max_minutes: float | None = typer.Option(
         None,
         "--max-minutes",
-        help="collab: stop after this long, keeping the best validation weights.",
+        callback=positive,
+        help="collab: safety cap; if it fires, the report says stopped_by: time_cap.",
     ),
-    lr: float = typer.Option(1e-3, "--lr", help="collab: Adam learning rate."),
+    lr: float = typer.Option(1e-3, "--lr", callback=positive, help="collab: Adam learning rate."),
     train_batch_size: int = typer.Option(
         128, "--train-batch-size", min=1, help="collab: users per training step."
     ),
@@ -124,7 +126,11 @@ def embed(
     ),
     dropout: float = typer.Option(0.5, "--dropout", min=0.0, max=1.0, help="collab: dropout rate."),
     seed: int = typer.Option(
-        0, "--seed", help="collab: random seed (same seed, device and threads: same result)."
+        0,
+        "--seed",
+        min=0,
+        max=SEED_MAX,
+        help="collab: random seed (same seed, device and threads: same result).",
     ),
     checkpoint: Path | None = typer.Option(
         None,
@@ -319,35 +325,25 @@ def _train_collab(plan, sequences_path, checkpoint, report_path, ids, provenance
     from mmesid_cli.artifacts.reports import environment, write_report
     from mmesid_cli.data.split import split_sizes
     from mmesid_cli.encoders import file_sha256
-    from mmesid_cli.encoders.collab import EARLY_STOP_METRIC, train_sasrec, training_sequences
+    from mmesid_cli.encoders.collab import EARLY_STOP_METRIC, train_sasrec
     from mmesid_cli.encoders.sasrec import save_sasrec
     from mmesid_cli.evaluation import PROTOCOL
 
     seq_table, model_config, train_config = plan
-    n_train = len(training_sequences(seq_table, model_config.max_len))
     with progress() as bar:
-        epochs = bar.add_task("SASRec epoch", total=train_config.max_epochs)
-        users = bar.add_task("  users", total=n_train)
-
-        def on_epoch(entry: dict) -> None:
-            bar.update(users, completed=0)
-            bar.advance(epochs)
-            valid = entry.get("valid")
-            tail = f" valid {EARLY_STOP_METRIC} {valid[EARLY_STOP_METRIC]:.4f}" if valid else ""
-            console.log(
-                f"epoch {entry['epoch']}: loss {entry['loss']:.4f}{tail} ({entry['seconds']:.0f}s)"
-            )
-
-        result = train_sasrec(
-            seq_table,
-            model_config,
-            train_config,
-            on_batch=lambda n: bar.advance(users, n),
-            on_epoch=on_epoch,
-        )
+        result = train_sasrec(seq_table, model_config, train_config, progress=bar)
     _print_metrics(result.valid, result.test)
+    if result.stopped_by == "time_cap":
+        stopped = (
+            f"[yellow]the --max-minutes {train_config.max_minutes:g} time cap[/] "
+            "(a safety cap: this model depends on the machine's speed and load)"
+        )
+    elif result.stopped_by == "early_stopping":
+        stopped = f"early stopping (patience {train_config.patience})"
+    else:
+        stopped = f"--max-epochs {train_config.max_epochs}"
     console.print(
-        f"SASRec: best epoch {result.best_epoch} of {result.epochs_run} (stopped by {result.stopped_by}), "
+        f"SASRec: best epoch {result.best_epoch} of {result.epochs_run}, stopped by {stopped}; "
         f"{result.train_seconds / 60:.1f} min"
     )
     settings = {"model": asdict(result.model.config), "training": asdict(train_config)}

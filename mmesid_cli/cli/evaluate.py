@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from mmesid_cli.cli.console import console, out, print_section, progress
+from mmesid_cli.cli.options import SEED_MAX
 from mmesid_cli.errors import UserError
 from mmesid_cli.published import RANKING
 
@@ -62,13 +63,16 @@ def evaluate(
     per_user: Path | None = typer.Option(
         None, "--per-user", help="Write each evaluated user's target and its 0-based rank as JSONL."
     ),
-    batch_size: int = typer.Option(256, "--batch-size", help="Users scored per matmul."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Users scored per matmul."),
     max_users: int | None = typer.Option(
         None,
         "--max-users",
+        min=1,
         help="Evaluate a seeded random subset of this many users (recorded in the protocol); default all.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the --max-users subset."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=SEED_MAX, help="Seed of the --max-users subset."
+    ),
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."
     ),

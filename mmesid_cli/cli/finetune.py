@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from mmesid_cli.cli.console import console, out, progress
+from mmesid_cli.cli.options import SEED_MAX, non_negative, positive, probability
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -85,6 +86,7 @@ def finetune(
     temperature: float | None = typer.Option(
         None,
         "--temperature",
+        callback=positive,
         help="Fusion softmax temperature T (default 1; the paper's 1e-3 with --head paper).",
     ),
     instruction: str = typer.Option(
@@ -107,8 +109,8 @@ def finetune(
         50, "--max-history", help="Most recent history items fed to the LLM."
     ),
     lora_r: int = typer.Option(8, "--lora-r"),
-    lora_alpha: int = typer.Option(16, "--lora-alpha"),
-    lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
+    lora_alpha: int = typer.Option(16, "--lora-alpha", min=1),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout", callback=probability),
     lora_targets: list[str] | None = typer.Option(
         None, "--lora-targets", help="Module names to adapt (default gate_proj,up_proj,down_proj)."
     ),
@@ -137,39 +139,46 @@ def finetune(
     head_lr: float = typer.Option(
         1e-3, "--head-lr", help="Learning rate of the new parameters (item tokens, heads)."
     ),
-    weight_decay: float = typer.Option(0.0, "--weight-decay"),
-    warmup_steps: int = typer.Option(100, "--warmup-steps"),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", callback=non_negative),
+    warmup_steps: int = typer.Option(100, "--warmup-steps", min=0),
     batch_size: int = typer.Option(
         16, "--batch-size", help="Global batch: samples per optimiser step, all processes together."
     ),
     micro_batch_size: int | None = typer.Option(
         None,
         "--micro-batch-size",
+        min=1,
         help="Samples per forward pass and process; gradients accumulate up to --batch-size.",
     ),
     max_grad_norm: float = typer.Option(
-        1.0, "--max-grad-norm", help="Gradient clipping (0 = off)."
+        1.0, "--max-grad-norm", callback=non_negative, help="Gradient clipping (0 = off)."
     ),
-    epochs: int = typer.Option(4, "--epochs"),
+    epochs: int = typer.Option(4, "--epochs", min=1),
     max_steps: int | None = typer.Option(
-        None, "--max-steps", help="Stop after this many optimiser steps (overrides --epochs)."
+        None,
+        "--max-steps",
+        min=1,
+        help="Stop after this many optimiser steps (overrides --epochs).",
     ),
     max_minutes: float | None = typer.Option(
         None,
         "--max-minutes",
+        callback=positive,
         help="Safety cap: stop after the step that passes it (recorded as stopped_by).",
     ),
     max_train_samples: int | None = typer.Option(
-        None, "--max-train-samples", help="Train on a seeded subset of this many samples."
+        None, "--max-train-samples", min=1, help="Train on a seeded subset of this many samples."
     ),
     eval_every: int = typer.Option(
         200,
         "--eval-every",
+        min=0,
         help="Validate every N steps (0: only at the end); the best NDCG@10 model is kept.",
     ),
     eval_users: int = typer.Option(
         2000,
         "--eval-users",
+        min=-1,
         help="Validation users (a seeded subset; -1 = all, 0 = no validation: the last "
         "model is kept).",
     ),
@@ -178,11 +187,14 @@ def finetune(
         "--eval-at-start/--no-eval-at-start",
         help="Validate before training (the 'before' figure).",
     ),
-    eval_batch_size: int = typer.Option(64, "--eval-batch-size"),
+    eval_batch_size: int = typer.Option(64, "--eval-batch-size", min=1),
     save_every: int | None = typer.Option(
-        None, "--save-every", help="Checkpoint for --resume every N steps (default: --eval-every)."
+        None,
+        "--save-every",
+        min=1,
+        help="Checkpoint for --resume every N steps (default: --eval-every).",
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in -o from its last checkpoint."
     ),

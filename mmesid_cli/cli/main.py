@@ -93,6 +93,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
+    except OSError as exc:
+        # A file the user named (or a folder under it) that cannot be read or written is
+        # their input, not our bug: one line naming it, exit 2. Without a file name it is
+        # a runtime failure like any other.
+        if exc.filename is None or os.environ.get("MMESID_DEBUG"):
+            _internal(exc)
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        print(f"mmesid: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:  # a runtime failure, not the user's input
         # typer bundles its own click: its usage errors (a bad option value, a missing
         # argument) have typer.BadParameter's bases, not the standalone click's.
@@ -103,10 +112,15 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, bases["ClickException"]):
             exc.show()
             sys.exit(exc.exit_code)
-        if os.environ.get("MMESID_DEBUG"):
-            raise
-        print(
-            f"mmesid: internal error: {type(exc).__name__}: {exc} (MMESID_DEBUG=1 shows the traceback)",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+        _internal(exc)
+
+
+def _internal(exc: Exception) -> None:
+    """A runtime failure (exit 1): one line, or the traceback with MMESID_DEBUG=1."""
+    if os.environ.get("MMESID_DEBUG"):
+        raise exc
+    print(
+        f"mmesid: internal error: {type(exc).__name__}: {exc} (MMESID_DEBUG=1 shows the traceback)",
+        file=sys.stderr,
+    )
+    sys.exit(1)

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from mmesid_cli.cli.console import console, out, progress
+from mmesid_cli.cli.options import SEED_MAX, non_negative, positive
 from mmesid_cli.errors import UserError
 
 
@@ -113,6 +114,7 @@ def tokenize(
     e_dim: int | None = typer.Option(
         None,
         "--e-dim",
+        min=1,
         help="Code dimension; set it to the hidden size of the LLM to fine-tune (576 for SmolLM2-135M).",
     ),
     hidden: str | None = typer.Option(
@@ -120,15 +122,19 @@ def tokenize(
         "--hidden",
         help="Encoder hidden widths, comma-separated (the decoder mirrors them), e.g. 4096,4096,4096.",
     ),
-    levels: int | None = typer.Option(None, "--levels", help="Codebook levels L (SID length)."),
-    codebook_size: int | None = typer.Option(None, "--codebook-size", help="Codes per level K."),
+    levels: int | None = typer.Option(
+        None, "--levels", min=1, help="Codebook levels L (SID length)."
+    ),
+    codebook_size: int | None = typer.Option(
+        None, "--codebook-size", min=1, help="Codes per level K."
+    ),
     kmeans_init: KmeansInit | None = typer.Option(
         None,
         "--kmeans-init",
         help="Codebook initialisation on the residuals of all items: balanced (reference), plain, none (uniform).",
     ),
     kmeans_iters: int | None = typer.Option(
-        None, "--kmeans-iters", help="k-means iterations per level."
+        None, "--kmeans-iters", min=1, help="k-means iterations per level."
     ),
     sinkhorn_levels: str | None = typer.Option(
         None,
@@ -136,10 +142,10 @@ def tokenize(
         help="Levels with Sinkhorn-balanced assignment in training: last (reference), none, or 1-based numbers like 3,4.",
     ),
     sinkhorn_epsilon: float | None = typer.Option(
-        None, "--sinkhorn-epsilon", help="Sinkhorn entropy ε (reference 0.003)."
+        None, "--sinkhorn-epsilon", callback=positive, help="Sinkhorn entropy ε (reference 0.003)."
     ),
     sinkhorn_iters: int | None = typer.Option(
-        None, "--sinkhorn-iters", help="Sinkhorn iterations (reference 50)."
+        None, "--sinkhorn-iters", min=1, help="Sinkhorn iterations (reference 50)."
     ),
     dead_code_restart: bool | None = typer.Option(
         None,
@@ -155,7 +161,7 @@ def tokenize(
         help="Kernel bandwidth factor(s) α, σ² = α · mean pairwise squared distance; several (0.25,0.5,1) sum kernels.",
     ),
     beta: float | None = typer.Option(
-        None, "--beta", help="Commitment weight β (default 0.25, textbook)."
+        None, "--beta", callback=non_negative, help="Commitment weight β (default 0.25, textbook)."
     ),
     reference_beta: bool = typer.Option(
         False,
@@ -168,36 +174,49 @@ def tokenize(
         help="Every level's commitment term reaches the encoder (default, as the formula), or "
         "only level 1's, as in the reference code (its residuals are detached).",
     ),
-    rec_weight: float | None = typer.Option(None, "--rec-weight", help="λ_rec (reference 3)."),
-    vq_weight: float | None = typer.Option(None, "--vq-weight", help="λ_vq (reference 1)."),
+    rec_weight: float | None = typer.Option(
+        None, "--rec-weight", callback=non_negative, help="λ_rec (reference 3)."
+    ),
+    vq_weight: float | None = typer.Option(
+        None, "--vq-weight", callback=non_negative, help="λ_vq (reference 1)."
+    ),
     align_weight: float | None = typer.Option(
         None,
         "--align-weight",
+        callback=non_negative,
         help="λ_align of the collab→text/image InfoNCE (reference 0.01; 0 turns it off).",
     ),
     align_temperature: float | None = typer.Option(
-        None, "--align-temperature", help="InfoNCE temperature (reference 0.1)."
+        None, "--align-temperature", callback=positive, help="InfoNCE temperature (reference 0.1)."
     ),
-    lr: float | None = typer.Option(None, "--lr", help="AdamW learning rate (reference 2e-4)."),
+    lr: float | None = typer.Option(
+        None, "--lr", callback=positive, help="AdamW learning rate (reference 2e-4)."
+    ),
     weight_decay: float | None = typer.Option(
-        None, "--weight-decay", help="AdamW weight decay (reference 1e-4)."
+        None, "--weight-decay", callback=non_negative, help="AdamW weight decay (reference 1e-4)."
     ),
     batch_size: int | None = typer.Option(
         None,
         "--batch-size",
+        min=1,
         help="Items per batch (reference 1024; the MMD is computed per batch).",
     ),
-    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs."),
     patience: int | None = typer.Option(
         None,
         "--patience",
+        min=1,
         help="Stop when the epoch loss has not improved for this many epochs (reference 2000).",
     ),
     keep: Keep | None = typer.Option(
         None, "--keep", help="Weights to keep: best (lowest epoch loss, reference) or last."
     ),
     seed: int | None = typer.Option(
-        None, "--seed", help="Random seed (reference 42); same seed, same machine, same files."
+        None,
+        "--seed",
+        min=0,
+        max=SEED_MAX,
+        help="Random seed (reference 42); same seed, same machine, same files.",
     ),
     device: Device = typer.Option(
         Device.auto,
@@ -217,6 +236,7 @@ def tokenize(
     checkpoint_every: int | None = typer.Option(
         None,
         "--checkpoint-every",
+        min=0,
         help="Write the checkpoint every N epochs (0: only at the end; default: every "
         "max(10, epochs / 20) epochs).",
     ),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -33,11 +34,32 @@ class Imported:
     source: str
 
     def write(self, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+        from mmesid_cli.artifacts.atomic import committed_together
+
         out = Path(out_dir)
         items_path, seq_path = out / "items.jsonl", out / "sequences.jsonl"
-        write_items(items_path, self.items)
-        write_sequences(seq_path, self.sequences)
+        with committed_together():  # a kill never leaves new items beside old sequences
+            write_items(items_path, self.items)
+            write_sequences(seq_path, self.sequences)
         return items_path, seq_path
+
+
+def check_usable(imported: Imported, min_interactions: int = 0) -> None:
+    """Refuse what the next command would refuse: no users or items, a user twice."""
+    if not imported.sequences or not imported.items:
+        why = f" after the {min_interactions}-core filter" if min_interactions > 1 else ""
+        hint = "; lower --min-interactions" if min_interactions > 1 else ""
+        raise UserError(
+            f"no user and item is left{why} ({imported.source}){hint}", path=imported.source
+        )
+    seen: set[str] = set()
+    for user, _, _ in imported.sequences:
+        if user in seen:
+            raise UserError(
+                f"user {user!r} appears twice; sequences.jsonl holds one line per user",
+                path=imported.source,
+            )
+        seen.add(user)
 
 
 def _decode(path: Path, what: str, encoding: str = "utf-8") -> str:
@@ -58,12 +80,21 @@ def _read_text(path: Path, what: str, encoding: str = "utf-8") -> list[str]:
 def _int_sequences(path: Path) -> list[tuple[int, str, list[int]]]:
     """Parse ``<user> <item> …`` lines into (line number, user token, item ids)."""
     out = []
+    first: dict[str, int] = {}
     for number, line in enumerate(_read_text(path, "sequence file"), start=1):
         tokens = line.split()
         if not tokens:
             continue
         if len(tokens) < 2:
             raise UserError("a line needs a user and at least one item", path=path, line=number)
+        if tokens[0] in first:
+            raise UserError(
+                f"user {tokens[0]} appears twice (first on line {first[tokens[0]]}); "
+                "a line holds a user's whole sequence",
+                path=path,
+                line=number,
+            )
+        first[tokens[0]] = number
         try:
             ids = [int(t) for t in tokens[1:]]
         except ValueError as exc:
@@ -201,6 +232,17 @@ def _chronological(
     return out
 
 
+def _stamp(text: str, path: Path, line: int) -> float:
+    """A timestamp field as a finite number, or a user error naming the file and line."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise UserError(f"timestamp {text.strip()!r} is not a number", path=path, line=line)
+    return value
+
+
 def _numeric_order(key: str) -> tuple[int, object]:
     return (0, int(key)) if key.isdigit() else (1, key)
 
@@ -220,7 +262,7 @@ def import_movielens(folder: str | os.PathLike[str]) -> Imported:
                 raise UserError(
                     "expected user\\titem\\trating\\ttimestamp", path=data_path, line=number
                 )
-            events[parts[0]].append((float(parts[3]), number, parts[1]))
+            events[parts[0]].append((_stamp(parts[3], data_path, number), number, parts[1]))
         if (folder / "u.item").exists():
             for line in _read_text(folder / "u.item", "movie file", encoding="latin-1"):
                 parts = line.split("|")
@@ -263,7 +305,7 @@ def import_movielens(folder: str | os.PathLike[str]) -> Imported:
                 raise UserError(
                     "expected user::item::rating::timestamp", path=data_path, line=number
                 )
-            events[parts[0]].append((float(parts[3]), number, parts[1]))
+            events[parts[0]].append((_stamp(parts[3], data_path, number), number, parts[1]))
         if (folder / "movies.dat").exists():
             for line in _read_text(folder / "movies.dat", "movie file", encoding="latin-1"):
                 parts = line.split("::")
@@ -313,18 +355,15 @@ def import_recbole(path: str | os.PathLike[str]) -> Imported:
                 path=inter,
                 line=number,
             )
-        try:
-            stamp = float(parts[t]) if t is not None else float(number)
-        except ValueError:
-            raise UserError(
-                f"timestamp {parts[t]!r} is not a number", path=inter, line=number
-            ) from None
+        stamp = _stamp(parts[t], inter, number) if t is not None else float(number)
         events[parts[u]].append((stamp, number, parts[i]))
     titles: dict[str, dict[str, object]] = {}
     item_file = inter.with_suffix(".item")
     if item_file.exists():
         rows = _read_text(item_file, "item file")
-        cols = [h.split(":")[0] for h in rows[0].split("\t")]
+        cols = [h.split(":")[0] for h in rows[0].split("\t")] if rows else []
+        if "item_id" not in cols:
+            raise UserError(f"the header must name item_id, found {cols}", path=item_file, line=1)
         for number, line in enumerate(rows[1:], start=2):
             parts = line.split("\t")
             if len(parts) != len(cols):

@@ -12,6 +12,7 @@ those rows as int arrays, so every later stage works on integers.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ def _json_lines(path: Path, what: str) -> Iterator[tuple[int, dict[str, object]]
         raise UserError(f"holds no {what}", path=path)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_items(path: str | os.PathLike[str]) -> ItemTable:
     path = existing_file(path, "items file")
     records: list[dict[str, object]] = []
@@ -149,6 +154,13 @@ def read_sequences(path: str | os.PathLike[str], items: ItemTable) -> SequenceTa
             raise UserError(
                 "'timestamps' must be a list as long as 'items'", path=path, line=number
             )
+        if ts is not None:
+            bad = next((t for t in ts if not _is_number(t)), None)
+            if bad is not None or any(not math.isfinite(t) for t in ts):
+                shown = repr(bad) if bad is not None else "NaN or infinity"
+                raise UserError(
+                    f"'timestamps' must be finite numbers, found {shown}", path=path, line=number
+                )
         user_ids.append(user)
         rows.append(row)
         stamps.append(ts)
