@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from mmesid_cli.cli.console import console, out, progress
+from mmesid_cli.cli.tables import print_titled
 from mmesid_cli.cli.options import SEED_MAX, positive
 from mmesid_cli.errors import UserError
 
@@ -275,7 +276,7 @@ def embed(
     add_tables(out_path, ids, tables)
     if save_collab is not None:
         save_collab()
-    summary = Table(title=f"{out_path}: {len(ids):,} items")
+    summary = Table()
     for column in ("modality", "dim", "present", "seconds", "encoder"):
         summary.add_column(
             column, justify="right" if column in ("dim", "present", "seconds") else "left"
@@ -286,7 +287,7 @@ def embed(
         summary.add_row(
             name, str(table.dim), f"{present:,}", took, str(table.attrs.get("encoder", ""))
         )
-    out.print(summary)
+    print_titled(out, f"{out_path}: {len(ids):,} items", summary)
     if "image" in tables and tables["image"].present is not None:
         missing = len(ids) - int(tables["image"].present.sum())
         if missing:

@@ -10,6 +10,7 @@ from mmesid_cli.data.records import read_items, read_sequences
 from mmesid_cli.data.split import eval_cases
 from mmesid_cli.encoders.collab import SASRecTrainConfig, train_sasrec, training_sequences
 from mmesid_cli.encoders.sasrec import SASRecConfig
+from mmesid_cli.progress import Progress, Task
 from tests.conftest import write_tiny_dataset
 
 SMALL = {"dim": 16, "n_blocks": 1, "n_heads": 1, "max_len": 8, "dropout": 0.1}
@@ -21,11 +22,11 @@ def tiny(tmp_path):
     return read_sequences(seqs, read_items(items))
 
 
-def _train(sequences, **train):
+def _train(sequences, progress=None, **train):
     config = SASRecTrainConfig(
         **{"lr": 1e-2, "max_epochs": 12, "eval_every": 3, "device": "cpu", **train}
     )
-    return train_sasrec(sequences, SASRecConfig(**SMALL), config)
+    return train_sasrec(sequences, SASRecConfig(**SMALL), config, progress=progress)
 
 
 def test_training_sequences_are_the_training_part_only(tiny) -> None:
@@ -71,7 +72,7 @@ def test_early_stopping_keeps_the_best_validation_weights(tiny) -> None:
     result = _train(tiny, max_epochs=40, eval_every=1, patience=2, lr=5e-2)
     evaluated = [e for e in result.log if "valid" in e]
     best = max(evaluated, key=lambda e: e["valid"]["NDCG@10"])
-    assert result.stopped_by == "patience" and result.epochs_run < 40
+    assert result.stopped_by == "early_stopping" and result.epochs_run < 40
     assert result.best_epoch == best["epoch"] and result.epochs_run == result.best_epoch + 2
     from mmesid_cli.encoders.collab import evaluate_sasrec
 
@@ -79,7 +80,42 @@ def test_early_stopping_keeps_the_best_validation_weights(tiny) -> None:
     assert evaluate_sasrec(result.model, tiny, "valid") == pytest.approx(best["valid"])
 
 
-def test_a_time_limit_stops_after_one_evaluated_epoch(tiny) -> None:
-    result = _train(tiny, max_minutes=0.0, eval_every=5)
-    assert (result.epochs_run, result.stopped_by, result.best_epoch) == (1, "max_minutes", 1)
+def test_a_time_limit_stops_after_one_evaluated_epoch_and_says_so(tiny) -> None:
+    shown = _Recorder()
+    result = _train(tiny, max_minutes=0.0, eval_every=5, progress=shown)
+    assert (result.epochs_run, result.stopped_by, result.best_epoch) == (1, "time_cap", 1)
     assert "valid" in result.log[0]
+    assert "time cap stopped training after epoch 1" in shown.notes[-1]
+
+
+def test_epochs_run_out_is_reported_and_every_epoch_is_shown(tiny) -> None:
+    shown = _Recorder()
+    result = _train(tiny, max_epochs=3, eval_every=2, progress=shown)
+    assert (result.epochs_run, result.stopped_by) == (3, "epochs")
+    assert [n.split(":")[0] for n in shown.notes] == [f"SASRec epoch {e}/3" for e in (1, 2, 3)]
+    assert "valid NDCG@10" in shown.notes[1] and "valid" not in shown.notes[0]
+    # One task over the training users, restarted every epoch.
+    n_users = len(training_sequences(tiny, 50))
+    assert shown.totals == [n_users] and shown.advanced == 3 * n_users
+
+
+class _Recorder(Progress):
+    """A :class:`Progress` that keeps what the library reported."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.totals: list[float | None] = []
+        self.advanced = 0.0
+
+    def task(self, description: str, total: float | None = None) -> Task:
+        self.totals.append(total)
+        recorder = self
+
+        class _Counted(Task):
+            def advance(self, n: float = 1) -> None:
+                recorder.advanced += n
+
+        return _Counted()
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
