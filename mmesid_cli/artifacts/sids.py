@@ -83,3 +83,33 @@ def write_sids(path: str | os.PathLike[str], sids: Sids) -> None:
             dataset = group.create_dataset(name, data=codes.astype(small))
             for key, value in sids.attrs.get(name, {}).items():
                 dataset.attrs[key] = value
+
+
+def check_made_by(
+    sids_path: str | os.PathLike[str], tokenizer_path: str | os.PathLike[str]
+) -> None:
+    """Refuse a ``sids.h5`` that another tokeniser made than ``tokenizer_path``.
+
+    ``tokenize`` records the tokeniser's digest in both files; a pair from two runs (or
+    from a run killed between its renames) differs. Cheap: reads only the attrs and the
+    safetensors header. Files without a digest (older ones, SID tables a finetune run
+    exports) are not checked.
+    """
+    import json
+
+    from mmesid_cli.artifacts.weights import read_metadata
+
+    sids_path = Path(sids_path)
+    with open_h5(sids_path, "SID file", FORMAT, FORMAT_VERSION) as handle:
+        made_by = attrs_to_dict(handle.attrs).get("tokenizer_digest")
+    try:
+        config = json.loads(read_metadata(tokenizer_path).get("config") or "{}")
+    except json.JSONDecodeError:
+        config = {}
+    digest = config.get("digest") if isinstance(config, dict) else None
+    if made_by and digest and made_by != digest:
+        raise UserError(
+            f"was made by another tokeniser than {tokenizer_path} (files of two runs, or a "
+            "run cut short); give the sids.h5 written with that tokeniser, or tokenise again",
+            path=sids_path,
+        )

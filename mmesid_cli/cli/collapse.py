@@ -99,12 +99,13 @@ def _run_tokens(run_dir: Path, part: str | None) -> tuple[str, np.ndarray, str, 
 def _sid_space(path: Path, modality: str, sids: Path | None) -> tuple[str, np.ndarray, str, dict]:
     """The SID-space vector of every item of ``sids``: the sum of its codewords."""
     from mmesid_cli.analysis.concordance import sid_space_tables
-    from mmesid_cli.artifacts.sids import read_sids
+    from mmesid_cli.artifacts.sids import check_made_by, read_sids
     from mmesid_cli.cli.concordance import codes_for_codebooks, read_codebooks
 
     if sids is None:
         raise UserError(f"the SID space of {modality!r} needs --sids (the items' codes)", path=path)
     books = read_codebooks(path)[modality]
+    check_made_by(sids, path)
     sid_file = read_sids(sids)
     codes = sid_file.modality(modality, sids)
     codes = codes_for_codebooks(codes, sid_file.attrs.get(modality, {}), len(books), modality, sids)

@@ -230,6 +230,7 @@ def _load_sources(
     if len(set(labels)) != len(labels):
         raise UserError("--label values must be distinct")
     from mmesid_cli.artifacts.embeddings import read_embeddings
+    from mmesid_cli.artifacts.sids import check_made_by
 
     sources: list[Source] = []
     taken: set[str] = set()
@@ -237,6 +238,7 @@ def _load_sources(
     for i, book_path in enumerate(codebooks):
         sid_path = sids[i if len(sids) > 1 else 0]
         books = read_codebooks(book_path)
+        check_made_by(sid_path, book_path)
         if sid_path not in codes_cache:
             codes_cache[sid_path] = aligned_codes(sid_path, item_ids, embeddings, needed)
         codes = codes_cache[sid_path]

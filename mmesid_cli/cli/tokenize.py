@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from mmesid_cli.artifacts.atomic import check_output, check_outputs, committed_together
 from mmesid_cli.cli.console import console, out, progress
 from mmesid_cli.cli.options import SEED_MAX, non_negative, positive
 from mmesid_cli.errors import UserError
@@ -296,6 +297,17 @@ def tokenize(
         raise UserError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
     if encode_only and resume:
         raise UserError("--resume continues a training run; it does not apply to --tokenizer")
+    ckpt_path = None
+    if not encode_only:
+        ckpt_path = checkpoint or (
+            out_dir / "checkpoint.safetensors"
+            if out_dir and tokenizer_out is None
+            else tok_path.with_name(tok_path.stem + ".checkpoint.safetensors")
+        )
+    # Every output can be written (a run that could not save fails now, not after training).
+    if out_dir is not None:
+        check_output(out_dir, folder=True)
+    check_outputs(None if encode_only else tok_path, sids_path, report_path, ckpt_path)
 
     # --- read and validate everything before anything is written ---------------------------
     model = None
@@ -391,11 +403,6 @@ def tokenize(
     training: dict[str, object] | None = None
     run_device = "cpu"
     if not encode_only:
-        ckpt_path = checkpoint or (
-            out_dir / "checkpoint.safetensors"
-            if out_dir and tokenizer_out is None
-            else tok_path.with_name(tok_path.stem + ".checkpoint.safetensors")
-        )
         fingerprint = data.fingerprint()
         resume_from = None
         if resume:
@@ -474,14 +481,6 @@ def tokenize(
     if dedup is Dedup.suffix:
         codes = {m: dedup_suffix(c) for m, c in codes.items()}
 
-    if not encode_only:
-        serialize.save_tokenizer(
-            tok_path,
-            model,
-            extra={
-                k: training[k] for k in ("epochs_run", "best_epoch", "best_loss", "stopped_early")
-            },  # type: ignore[index]
-        )
     tokenizer_file = tokenizer if encode_only else tok_path
     attrs = {}
     for m in wanted:
@@ -494,17 +493,14 @@ def tokenize(
             "collision_rate": f["collision_rate"],
             "largest_collision_group": f["largest_collision_group"],
         }
-    write_sids(
-        sids_path,
-        Sids(
-            item_ids=emb.item_ids,
-            codes=codes,
-            attrs=attrs,
-            file_attrs={
-                "tokenizer_digest": serialize.tokenizer_digest(model),
-                "embeddings_sha256": _sha256(embeddings),
-            },
-        ),
+    sids_file = Sids(
+        item_ids=emb.item_ids,
+        codes=codes,
+        attrs=attrs,
+        file_attrs={
+            "tokenizer_digest": serialize.tokenizer_digest(model),
+            "embeddings_sha256": _sha256(embeddings),
+        },
     )
     report = {
         "mode": "encode" if encode_only else "train",
@@ -523,8 +519,21 @@ def tokenize(
         "wall_seconds": time.perf_counter() - started,
         "environment": environment(),
     }
-    if report_path is not None:
-        write_report(report_path, "tokenize", report)
+    # The tokeniser, its SIDs and the report become visible together (sids.h5 records the
+    # tokeniser's digest, so a reader given a pair from two runs refuses it).
+    with committed_together():
+        if not encode_only:
+            serialize.save_tokenizer(
+                tok_path,
+                model,
+                extra={
+                    k: training[k]
+                    for k in ("epochs_run", "best_epoch", "best_loss", "stopped_early")
+                },  # type: ignore[index]
+            )
+        write_sids(sids_path, sids_file)
+        if report_path is not None:
+            write_report(report_path, "tokenize", report)
     out.print(_table(report))
     written = [
         p for p in (None if encode_only else tok_path, sids_path, report_path) if p is not None

@@ -116,7 +116,7 @@ def load_inputs(
     ``sid_init="none"``).
     """
     from mmesid_cli.artifacts.embeddings import list_modalities, read_embeddings
-    from mmesid_cli.artifacts.sids import read_sids
+    from mmesid_cli.artifacts.sids import check_made_by, read_sids
 
     if sid_init not in SID_INITS:
         raise UserError(f"--sid-init must be one of {', '.join(SID_INITS)}, not {sid_init!r}")
@@ -160,6 +160,7 @@ def load_inputs(
     sequences = read_sequences(sequences_path, items)
     sid_inputs: dict[str, SIDInputs] = {}
     if use_sids:
+        check_made_by(sids_path, tokenizer_path)
         sids = read_sids(sids_path)
         index = items.index
         missing = [i for i in sids.item_ids if i not in index]

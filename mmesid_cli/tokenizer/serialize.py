@@ -83,6 +83,8 @@ def save_tokenizer(
     config = tokenizer_config(model)
     if extra:
         config["training"] = extra
+    # sids.h5 records the same digest: a reader given both can tell a pair from two runs.
+    config["digest"] = tokenizer_digest(model)
     write_weights(path, export_tensors(model), kind=KIND, config=config)
 
 
