@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from mmesid_cli.cli.console import console, out
+from mmesid_cli.cli.tables import print_titled
 from mmesid_cli.data import importers
 from mmesid_cli.data.records import read_items, read_sequences
 from mmesid_cli.data.stats import dataset_stats
@@ -124,7 +125,7 @@ def stats(
     check_outputs(json_out)
     item_table = read_items(items)
     figures = dataset_stats(item_table, read_sequences(sequences, item_table))
-    table = Table(title=f"{sequences}", show_header=True)
+    table = Table(show_header=True)
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in figures.items():
@@ -133,7 +134,7 @@ def stats(
                 table.add_row(f"{key}.{sub}", _fmt(v))
         else:
             table.add_row(key, _fmt(value))
-    out.print(table)
+    print_titled(out, str(sequences), table)
     if json_out is not None:
         from mmesid_cli.artifacts.reports import write_report
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mmesid_cli.cli.console import console, out, print_section, progress
 from mmesid_cli.cli.options import SEED_MAX
+from mmesid_cli.cli.tables import print_titled
 from mmesid_cli.errors import UserError
 from mmesid_cli.published import RANKING
 
@@ -170,13 +171,13 @@ def evaluate(
 
 
 def _print(metrics: dict[str, float], ks: list[int], title: str) -> None:
-    table = Table(title=title)
+    table = Table()
     table.add_column("K", justify="right")
     for name in ("HR", "NDCG", "MRR"):
         table.add_column(f"{name}@K", justify="right")
     for cut in ks:
         table.add_row(str(cut), *(f"{metrics[f'{n}@{cut}']:.4f}" for n in ("HR", "NDCG", "MRR")))
-    out.print(table)
+    print_titled(out, title, table)
 
 
 def report(

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from mmesid_cli.cli.console import console, out, progress
 from mmesid_cli.cli.options import SEED_MAX, non_negative, positive, probability
+from mmesid_cli.cli.tables import print_titled
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -371,7 +372,7 @@ def _fmt(metrics: dict[str, float] | None) -> str:
 
 def _report(result) -> None:
     s = result.summary
-    table = Table(title=f"finetune: {result.run_dir}")
+    table = Table()
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("steps", f"{result.steps:,}")
@@ -395,7 +396,7 @@ def _report(result) -> None:
         _fmt(result.valid_best),
     )
     table.add_row("valid NDCG@10 last", _fmt(result.valid_last))
-    out.print(table)
+    print_titled(out, f"finetune: {result.run_dir}", table)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,25 +9,40 @@ import typer
 from rich.table import Table
 
 from mmesid_cli.cli.console import out
+from mmesid_cli.cli.tables import print_titled
 
 
 def inspect_file(
     path: Path = typer.Argument(
-        ..., help="An embeddings.h5, sids.h5, *.safetensors, JSON report or JSONL file."
+        ...,
+        help="An embeddings.h5, sids.h5, *.safetensors, JSON report or JSONL file, or a "
+        "`mmesid finetune` run folder.",
     ),
 ) -> None:
-    """Print what an mmesid file holds: format, items, tables and their shapes, config."""
+    """Print what an mmesid file or run folder holds.
+
+    A file: its format, items, tables and their shapes, config. A run folder: backbone,
+    modalities, objective, steps, best validation and its files. A JSON report: its
+    settings and its figures as tables.
+    """
     from mmesid_cli.artifacts.inspection import describe
 
-    title, rows, extra = describe(path)
-    table = Table(title=title)
+    description = describe(path)
+    table = Table()
     table.add_column("entry")
-    table.add_column("value")
-    for key, value in rows:
+    table.add_column("value", overflow="fold")
+    for key, value in description.rows:
         table.add_row(key, value)
-    out.print(table)
-    if extra:
-        out.print_json(json.dumps(extra))
+    print_titled(out, description.title, table)
+    for figures in description.tables:
+        shown = Table()
+        for column in figures.header:
+            shown.add_column(column, overflow="fold")
+        for row in figures.rows:
+            shown.add_row(*row)
+        print_titled(out, figures.title, shown)
+    if description.config:
+        out.print_json(json.dumps(description.config))
 
 
 def register(app: typer.Typer) -> None:
