@@ -209,6 +209,12 @@ def tokenize(
         min=1,
         help="Stop when the epoch loss has not improved for this many epochs (reference 2000).",
     ),
+    max_minutes: float | None = typer.Option(
+        None,
+        "--max-minutes",
+        min=0.0,
+        help="Safety cap on training time; if it fires, the report says stopped_by: time_cap.",
+    ),
     keep: Keep | None = typer.Option(
         None, "--keep", help="Weights to keep: best (lowest epoch loss, reference) or last."
     ),
@@ -418,18 +424,14 @@ def tokenize(
             f"recon {config.recon}, L={config.levels} K={config.codebook_size} e_dim={config.e_dim}"
         )
         with progress() as bar:
-            task = bar.add_task(
-                "training",
-                total=config.epochs,
-                completed=0 if resume_from is None else resume_from[2].epoch,
-            )
             log_every = max(1, config.epochs // 20)
 
             def on_epoch(epoch: int, total: int, record: dict[str, float]) -> None:
-                text = f"loss {record['total']:.4f}"
-                bar.update(task, completed=epoch, description=f"training ({text})")
                 if not console.is_terminal and (epoch % log_every == 0 or epoch == 1):
-                    console.print(f"epoch {epoch}/{total}: {text} ({record['seconds']:.1f}s)")
+                    bar.note(
+                        f"epoch {epoch}/{total}: loss {record['total']:.4f} "
+                        f"({record['seconds']:.1f}s)"
+                    )
 
             try:
                 result = train(
@@ -444,6 +446,8 @@ def tokenize(
                         else checkpoint_every
                     ),
                     on_epoch=on_epoch,
+                    max_minutes=max_minutes,
+                    progress=bar,
                 )
             except ValueError as exc:
                 raise UserError(str(exc)) from None
@@ -455,6 +459,8 @@ def tokenize(
             "best_epoch": state.best_epoch,
             "best_loss": state.best_loss,
             "stopped_early": state.stopped_early,
+            "stopped_by": result.stopped_by,
+            "max_minutes": max_minutes,
             "resumed": resume,
             "checkpoint": str(ckpt_path),
             "wall_seconds": result.seconds,
@@ -528,13 +534,25 @@ def tokenize(
                 model,
                 extra={
                     k: training[k]
-                    for k in ("epochs_run", "best_epoch", "best_loss", "stopped_early")
+                    for k in (
+                        "epochs_run",
+                        "best_epoch",
+                        "best_loss",
+                        "stopped_early",
+                        "stopped_by",
+                    )
                 },  # type: ignore[index]
             )
         write_sids(sids_path, sids_file)
         if report_path is not None:
             write_report(report_path, "tokenize", report)
     out.print(_table(report))
+    if training is not None and training["stopped_by"] == "time_cap":
+        console.print(
+            f"[yellow]stopped by the --max-minutes {max_minutes:g} time cap[/] after epoch "
+            f"{training['epochs_run']} of {config.epochs}: a safety cap, so this tokeniser "
+            "depends on the machine's speed and load"
+        )
     written = [
         p for p in (None if encode_only else tok_path, sids_path, report_path) if p is not None
     ]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mmesid_cli.progress import Progress, Task, or_quiet
 from mmesid_cli.tokenizer.config import TokenizerConfig
 from mmesid_cli.tokenizer.quantizer import nearest_codes
 from mmesid_cli.tokenizer.rqvae import MMRQVAE
@@ -79,6 +80,8 @@ class TrainResult:
     init_seconds: float
     device: str
     processes: int
+    # "early_stopping" (patience ran out), "epochs" (all ran) or "time_cap" (max_minutes)
+    stopped_by: str = "epochs"
 
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
@@ -94,8 +97,12 @@ def build_model(config: TokenizerConfig, input_dims: dict[str, int]) -> MMRQVAE:
 
 
 @torch.no_grad()
-def initialise_codebooks(model: MMRQVAE, data: ItemInputs, device: torch.device) -> None:
-    """k-means (plain or balanced) per level on the residuals of the whole item set."""
+def initialise_codebooks(
+    model: MMRQVAE, data: ItemInputs, device: torch.device, progress: Task | None = None
+) -> None:
+    """k-means (plain or balanced) per level on the residuals of the whole item set.
+
+    ``progress`` is advanced once per modality."""
     cfg = model.config
     if cfg.kmeans_init == "none":
         with torch.random.fork_rng(devices=[]):
@@ -110,6 +117,8 @@ def initialise_codebooks(model: MMRQVAE, data: ItemInputs, device: torch.device)
         model.quantizers[m].init_kmeans(
             z, cfg.kmeans_init, cfg.kmeans_iters, seed=cfg.seed + 101 * i
         )
+        if progress is not None:
+            progress.advance()
 
 
 def _batched(
@@ -132,11 +141,16 @@ def train(
     save_checkpoint: CheckpointSaver | None = None,
     checkpoint_every: int = 0,
     on_epoch: EpochCallback | None = None,
+    max_minutes: float | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train the MM-RQ-VAE on ``data``; see the module docstring.
 
     resume_from: (model tensors, optimiser state dict, train state) from a checkpoint.
     save_checkpoint: called on the main process every ``checkpoint_every`` epochs and at the end.
+    max_minutes: a safety cap, checked after each epoch; the budget is ``config.epochs`` with
+    early stopping, so a run the cap does not stop is the same on any machine and load.
+    progress: k-means initialisation, the epochs and each epoch's batches (main process).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -152,12 +166,15 @@ def train(
     accelerator = Accelerator(cpu=device == "cpu", kwargs_handlers=[ddp])
     dev = accelerator.device
     start = time.perf_counter()
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    progress = or_quiet(progress if accelerator.is_main_process else None)
 
     model = build_model(config, data.dims())
     state = TrainState()
     if resume_from is None:
         model.to(dev)
-        initialise_codebooks(model, data, dev)
+        init = progress.task("k-means initialisation (modalities)", total=len(model.modalities))
+        initialise_codebooks(model, data, dev, init)
     else:
         tensors, optim_state, state = resume_from
         import_tensors(model, tensors)
@@ -182,9 +199,15 @@ def train(
             save_checkpoint(accelerator.unwrap_model(wrapped), optimizer, state)
         accelerator.wait_for_everyone()
 
+    epochs = progress.task("tokeniser epochs", total=config.epochs)
+    epochs.update(completed=state.epoch)
+    n_batches = math.ceil(n / config.batch_size)
+    batches = progress.task("  batches", total=n_batches)
+    stopped_by = "early_stopping" if state.stopped_early else "epochs"
     while state.epoch < config.epochs and not state.stopped_early:
         epoch = state.epoch
         epoch_start = time.perf_counter()
+        batches.update(completed=0, description=f"  epoch {epoch + 1} batches")
         wrapped.train()
         order = epoch_order(config.seed, epoch, n)
         sums: dict[str, float] = {}
@@ -196,6 +219,7 @@ def train(
         for b in range(0, n, config.batch_size):
             rows = order[b : b + config.batch_size][rank::world]
             if rows.numel() < 2:  # MMD and InfoNCE need pairs
+                batches.advance()
                 continue
             batch = {m: x[rows].to(dev, non_blocking=True) for m, x in inputs.items()}
             mask = {m: p[rows].to(dev) for m, p in present.items()} or None
@@ -213,6 +237,7 @@ def train(
                     usage[m][level] += torch.bincount(
                         codes[:, level], minlength=config.codebook_size
                     )
+            batches.advance()
         record = {k: v / max(steps, 1) for k, v in sums.items()}
         record = _reduce_mean(accelerator, record)
         record["epoch"] = epoch + 1
@@ -231,10 +256,24 @@ def train(
         else:
             state.since_best += 1
             state.stopped_early = state.since_best >= config.patience
+        epochs.advance()
         if on_epoch is not None and accelerator.is_main_process:
             on_epoch(epoch + 1, config.epochs, record)
         if checkpoint_every > 0 and state.epoch % checkpoint_every == 0:
             checkpoint()
+        if state.stopped_early:
+            stopped_by = "early_stopping"
+        elif deadline is not None and state.epoch < config.epochs:
+            # Every process stops after the same epoch.
+            late = torch.tensor(float(time.monotonic() > deadline), device=dev)
+            if float(accelerator.reduce(late, reduction="sum")) > 0:
+                stopped_by = "time_cap"
+                progress.note(
+                    f"tokenize: the {max_minutes:g}-minute time cap stopped training after "
+                    f"epoch {state.epoch} of {config.epochs} (best epoch {state.best_epoch}); "
+                    "this result depends on the machine's speed and load"
+                )
+                break
 
     checkpoint()
     model = accelerator.unwrap_model(wrapped)
@@ -248,6 +287,7 @@ def train(
         init_seconds=init_seconds,
         device=str(dev),
         processes=world,
+        stopped_by=stopped_by,
     )
 
 

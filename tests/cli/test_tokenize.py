@@ -256,3 +256,22 @@ def test_presets_and_reference_flags(emb: Path, tmp_path: Path) -> None:
         == 2
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_a_time_cap_that_fires_is_reported(
+    emb: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "tok"
+    assert run_cli("tokenize", emb, *TINY, "--epochs", "4", "--max-minutes", "0", "-o", out) == 0
+    training = json.loads((out / "report.json").read_text())["training"]
+    assert (training["stopped_by"], training["epochs_run"], training["max_minutes"]) == (
+        "time_cap",
+        1,
+        0.0,
+    )
+    err = capsys.readouterr().err
+    assert "time cap stopped training after epoch 1 of 4" in err
+    assert "stopped by the --max-minutes 0 time cap" in err
+    assert run_cli("tokenize", emb, *TINY, "-o", tmp_path / "full") == 0
+    full = json.loads((tmp_path / "full" / "report.json").read_text())["training"]
+    assert full["stopped_by"] == "epochs" and full["max_minutes"] is None

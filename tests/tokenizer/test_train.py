@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmesid_cli.errors import UserError
+from mmesid_cli.progress import Progress, Task
 from mmesid_cli.tokenizer.config import TokenizerConfig
 from mmesid_cli.tokenizer.serialize import export_tensors, load_checkpoint, save_checkpoint
 from mmesid_cli.tokenizer.stats import encode_items
@@ -99,9 +100,48 @@ def test_early_stop_when_the_loss_plateaus() -> None:
     result = train(
         tiny_config(lr=0.0, weight_decay=0.0, epochs=40, patience=2), tiny_inputs(), device="cpu"
     )
-    assert result.state.stopped_early
+    assert result.state.stopped_early and result.stopped_by == "early_stopping"
     assert result.state.epoch < 40
     assert result.state.since_best == 2
+
+
+def test_epochs_are_the_budget_and_a_time_cap_says_it_fired() -> None:
+    notes: list[str] = []
+    shown = _Notes(notes)
+    assert train(tiny_config(epochs=2), tiny_inputs(), device="cpu").stopped_by == "epochs"
+    result = train(
+        tiny_config(epochs=5), tiny_inputs(), device="cpu", max_minutes=0.0, progress=shown
+    )
+    assert (result.stopped_by, result.state.epoch) == ("time_cap", 1)
+    assert "time cap stopped training after epoch 1 of 5" in notes[-1]
+    # k-means once per modality, the epochs, and each epoch's 3 batches of 16 of 48 items
+    assert shown.done == {
+        "k-means initialisation (modalities)": 2,
+        "tokeniser epochs": 1,
+        "  batches": 3,
+    }
+
+
+class _Notes(Progress):
+    def __init__(self, notes: list[str]) -> None:
+        self.notes, self.done = notes, {}
+
+    def task(self, description: str, total: float | None = None) -> Task:
+        done, name = self.done, description
+        done[name] = 0
+
+        class _Count(Task):
+            def advance(self, n: float = 1) -> None:
+                done[name] += n
+
+            def update(self, *, completed=None, total=None, description=None) -> None:
+                if completed is not None:
+                    done[name] = completed
+
+        return _Count()
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
 
 
 def test_keep_best_restores_the_weights_of_the_best_epoch() -> None:
