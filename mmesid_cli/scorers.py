@@ -42,11 +42,21 @@ def load_scorer(
 
     assert run_dir is not None
     model = load_run(run_dir, device=device)
-    unknown = len(set(items.ids) - set(model.item_ids))
-    if unknown:
+    # The same items (in any order): a smaller catalogue would make ranking easier and its
+    # figures incomparable, so it is refused like a SASRec checkpoint of another catalogue.
+    ours, theirs = set(items.ids), set(model.item_ids)
+    if ours != theirs:
+        lacking = [i for i in items.ids if i not in theirs]
+        extra = [i for i in model.item_ids if i not in ours]
+        first = (
+            f"{items.path} lists {lacking[0]!r}, unknown to the run"
+            if lacking
+            else f"item {extra[0]!r} of the run is not in {items.path}"
+        )
         raise UserError(
-            f"the run's catalogue lacks {unknown} items of {items.path}; evaluate with the "
-            "items file the run was trained on",
+            f"was trained on {len(theirs):,} items, the items file has {len(ours):,} "
+            f"({len(lacking) + len(extra):,} differ; {first}); evaluate with the items file "
+            "the run was trained on",
             path=run_dir,
         )
     return aligned_scorer(model, items.ids), f"{run_dir.name} ({run_dir})"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import typer
 
+from mmesid_cli.artifacts.atomic import check_outputs
 from mmesid_cli.cli.console import console, out
 from mmesid_cli.cli.options import SEED_MAX, non_negative
 from mmesid_cli.errors import UserError
@@ -119,6 +121,31 @@ def _sid_space(path: Path, modality: str, sids: Path | None) -> tuple[str, np.nd
     return f"{path.name}:{modality} (SID space)", matrix, "float32", info
 
 
+def _available_bytes() -> int:
+    """Memory available to this process now (MemAvailable), else the physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_fits(name: str, shape: tuple[int, ...], dim: int) -> None:
+    """A random projection needs the d × dim map, the N × dim result and the SVD's copies
+    of it (float64): estimated, and refused when it exceeds the memory available."""
+    rows, cols = int(shape[0]), int(shape[1])
+    need = 4 * cols * dim + 4 * rows * dim + 2 * 8 * rows * dim + 8 * min(rows, dim) ** 2
+    have = _available_bytes()
+    if need > have:
+        raise UserError(
+            f"--project {dim}: projecting {name} ({rows:,} × {cols:,}) needs about "
+            f"{need / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB available"
+        )
+
+
 def collapse_command(
     sources: list[str] = typer.Argument(
         ...,
@@ -173,9 +200,13 @@ def collapse_command(
     if rtol is not None and rtol < 0:
         raise UserError("--rtol must be 0 or more")
     require_plot(plot)
+    check_outputs(report, plot)
     from mmesid_cli.analysis.collapse import random_projection, spectrum
 
     matrices = [m for spec in sources for m in _read_matrices(spec, sids)]
+    for name, matrix, _, _ in matrices:  # refuse a projection that cannot fit, before any
+        for dim in project or []:
+            _check_fits(name, matrix.shape, dim)
     rows: list[dict[str, object]] = []
     for name, matrix, dtype, info in matrices:
         variants = [(name, matrix, dtype, {**info, "projection": None})]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from mmesid_cli.artifacts.atomic import check_outputs
 from mmesid_cli.cli.console import console, out, progress
 from mmesid_cli.cli.options import SEED_MAX, open_unit
 from mmesid_cli.errors import UserError
@@ -405,6 +406,7 @@ def concordance_command(
         if value < least:
             raise UserError(f"{option} must be at least {least}")
     require_plot(plot)
+    check_outputs(report, plot)
 
     from mmesid_cli.analysis.concordance import (
         ConcordanceConfig,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mmesid_cli.artifacts.atomic import check_outputs
 from mmesid_cli.cli.console import console, print_section
 from mmesid_cli.errors import UserError
 
@@ -58,6 +59,7 @@ def curve_command(
         raise UserError("--sequences is read only with --popularity")
     if plot is not None:
         lib.require_matplotlib(plot)
+    check_outputs(plot, json_out, markdown)
     loaded = lib.read_curves(run_dirs, label)
     lines = [lib.report_baseline(name, path) for name, path in baselines_at]
     if popularity:

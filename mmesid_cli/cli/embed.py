@@ -17,9 +17,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from mmesid_cli.artifacts.atomic import check_outputs, committed_together
 from mmesid_cli.cli.console import console, out, progress
-from mmesid_cli.cli.tables import print_titled
 from mmesid_cli.cli.options import SEED_MAX, positive
+from mmesid_cli.cli.tables import print_titled
 from mmesid_cli.errors import UserError
 
 BUILT_IN = ("text", "image", "collab")
@@ -184,6 +185,12 @@ def embed(
     from mmesid_cli.encoders import file_sha256, resolve_device
 
     wanted = _check_modalities(modality, import_path)
+    trains_collab = "collab" in wanted and import_path is None
+    if trains_collab:
+        checkpoint = checkpoint or out_path.with_name("sasrec.safetensors")
+        report = report or out_path.with_name("sasrec_report.json")
+    # Every output can be written: a run that could not save fails now, not after training.
+    check_outputs(out_path, *((checkpoint, report) if trains_collab else ()))
     if threads is not None:
         torch.set_num_threads(threads)
     resolve_device(device)  # an unknown device fails now, not after an hour
@@ -273,9 +280,10 @@ def embed(
         tables[name].attrs.update(provenance, seconds=round(seconds[name], 2))
 
     # 3. Write: the embeddings file in one atomic write, then SASRec's checkpoint and report.
-    add_tables(out_path, ids, tables)
-    if save_collab is not None:
-        save_collab()
+    with committed_together():  # a kill never leaves a new table beside an old SASRec
+        add_tables(out_path, ids, tables)
+        if save_collab is not None:
+            save_collab()
     summary = Table()
     for column in ("modality", "dim", "present", "seconds", "encoder"):
         summary.add_column(

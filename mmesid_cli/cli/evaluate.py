@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from mmesid_cli.artifacts.atomic import check_outputs, committed_together
 from mmesid_cli.cli.console import console, out, print_section, progress
 from mmesid_cli.cli.options import SEED_MAX
 from mmesid_cli.cli.tables import print_titled
@@ -102,7 +103,18 @@ def evaluate(
         raise UserError("give either a RUN_DIR or --baseline (not both, not neither)")
     if baseline is Baseline.sasrec and checkpoint is None:
         raise UserError("--baseline sasrec needs --checkpoint sasrec.safetensors")
+    check_outputs(json_out, per_user)
+    if baseline is not Baseline.popularity:
+        from mmesid_cli.encoders import resolve_device
+
+        resolve_device(device)  # an unknown device fails before a model is loaded
     item_table = read_items(items)
+    if ks[-1] >= len(item_table):
+        raise UserError(
+            f"--k {ks[-1]} is not below the {len(item_table):,} items of the catalogue: every "
+            "model would score HR@K = 1",
+            path=items,
+        )
     seq_table = read_sequences(sequences, item_table)
     scorer, model_name = load_scorer(
         run_dir, baseline and baseline.value, checkpoint, item_table, seq_table, device
@@ -132,42 +144,43 @@ def evaluate(
         ks,
         f"{model_name} — {split.value}, {result.protocol['users']:,} users, {seq_table.n_items:,} items",
     )
-    if per_user is not None:
-        from mmesid_cli.artifacts.atomic import write_text_atomic
+    with committed_together():  # --per-user and --json: both or neither
+        if per_user is not None:
+            from mmesid_cli.artifacts.atomic import write_text_atomic
 
-        lines = [
-            json.dumps(
+            lines = [
+                json.dumps(
+                    {
+                        "user_id": seq_table.user_ids[u],
+                        "target": item_table.records[t]["item_id"],
+                        "rank": int(r),
+                    },
+                    ensure_ascii=False,
+                )
+                for u, t, r in zip(result.users, result.targets, result.ranks, strict=True)
+            ]
+            write_text_atomic(per_user, "\n".join(lines) + "\n")
+        if json_out is not None:
+            from mmesid_cli.artifacts.reports import environment, write_report
+
+            write_report(
+                json_out,
+                "evaluate",
                 {
-                    "user_id": seq_table.user_ids[u],
-                    "target": item_table.records[t]["item_id"],
-                    "rank": int(r),
+                    "model": model_name,
+                    "metrics": result.metrics,
+                    "stderr": result.stderr,
+                    "protocol": result.protocol,
+                    "inputs": {
+                        "sequences": str(sequences),
+                        "items": str(items),
+                        "run_dir": str(run_dir) if run_dir else None,
+                        "checkpoint": str(checkpoint) if checkpoint else None,
+                    },
+                    "environment": environment(),
                 },
-                ensure_ascii=False,
             )
-            for u, t, r in zip(result.users, result.targets, result.ranks, strict=True)
-        ]
-        write_text_atomic(per_user, "\n".join(lines) + "\n")
-    if json_out is not None:
-        from mmesid_cli.artifacts.reports import environment, write_report
-
-        write_report(
-            json_out,
-            "evaluate",
-            {
-                "model": model_name,
-                "metrics": result.metrics,
-                "stderr": result.stderr,
-                "protocol": result.protocol,
-                "inputs": {
-                    "sequences": str(sequences),
-                    "items": str(items),
-                    "run_dir": str(run_dir) if run_dir else None,
-                    "checkpoint": str(checkpoint) if checkpoint else None,
-                },
-                "environment": environment(),
-            },
-        )
-        console.print(f"wrote {json_out}")
+            console.print(f"wrote {json_out}")
 
 
 def _print(metrics: dict[str, float], ks: list[int], title: str) -> None:
@@ -218,6 +231,7 @@ def report(
     from mmesid_cli.report import KINDS, build_report, to_markdown
 
     ks = _parse_ks(k)
+    check_outputs(markdown)
     if published is not None and published not in RANKING:
         raise UserError(f"--published: no figures for {published!r} (have: {', '.join(RANKING)})")
     loaded = [(path, read_report(path, kind=KINDS)) for path in reports]

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from mmesid_cli.artifacts.atomic import check_output
 from mmesid_cli.cli.console import console, out, progress
 from mmesid_cli.cli.options import SEED_MAX, non_negative, positive, probability
 from mmesid_cli.cli.tables import print_titled
@@ -262,6 +263,7 @@ def finetune(
             raise UserError("--threads must be at least 1")
         torch.set_num_threads(threads)
     check_backbone(model)
+    check_output(run_dir, folder=True)
     check_run_dir(run_dir, resume, overwrite)
     inputs = load_inputs(sequences, embeddings, tokenizer, sids, _names(modalities), sid_init)
     try:  # needs the modalities, so it follows reading the inputs (nothing is written yet)

@@ -117,11 +117,19 @@ def read_id_order(spec: str | os.PathLike[str], items: ItemTable) -> list[str]:
     path = existing_file(spec, "id order file")
     ids = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            item_id = line.strip()
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                item_id = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise UserError(f"is not UTF-8 ({exc.reason})", path=path, line=number) from None
             if not item_id:
                 continue
+            if item_id not in items.index:
+                where = f" {items.path}" if items.path else ""
+                raise UserError(
+                    f"item {item_id!r} is not in the items file{where}", path=path, line=number
+                )
             if item_id in seen:
                 raise UserError(
                     f"item {item_id!r} is listed twice (first on line {seen[item_id]})",
