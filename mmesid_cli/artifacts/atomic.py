@@ -190,6 +190,26 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def staging_folder(final: str | os.PathLike[str]) -> Path:
+    """A new empty folder beside ``final`` (``.NAME.<pid>.<random>.partial``, normal mode)
+    to build a folder in and rename over ``final``; stale ones of killed runs are removed."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(final)
+        staging = Path(
+            tempfile.mkdtemp(
+                prefix=f".{final.name}.{os.getpid()}.", suffix=".partial", dir=final.parent
+            )
+        )
+    except OSError as exc:
+        if exc.errno in _PLACE_ERRORS:
+            raise cannot_write(final, exc) from None
+        raise
+    normal_mode(staging)
+    return staging
+
+
 @contextlib.contextmanager
 def committed_together() -> Iterator[None]:
     """Files written with :func:`atomic_path` in this block become visible together.

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -318,14 +317,16 @@ def save_model(folder: str | os.PathLike[str], model: MMESID, spec: ModelSpec, t
     ``heads.safetensors`` records the adapter's sha256 and ``tag`` (e.g. the step), so a
     reader can tell a consistent set from one cut short between two files.
     """
+    from mmesid_cli.artifacts.atomic import normal_mode, staging_folder
     from mmesid_cli.artifacts.weights import write_weights
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".adapter.", dir=folder))
+    staging = staging_folder(folder / "adapter")
     try:
         model.backbone.save_pretrained(str(staging))
         for name in ADAPTER_FILES:
+            normal_mode(staging / name)  # peft writes safetensors 0600
             os.replace(staging / name, folder / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -183,9 +182,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, spec, progress: dict) -> None:
     """checkpoint/: model files + optimiser, schedule, RNG and position; swapped in whole."""
+    from mmesid_cli.artifacts.atomic import staging_folder
     from mmesid_cli.artifacts.weights import write_weights
 
-    staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=run_dir))
+    staging = staging_folder(run_dir / CHECKPOINT)
     save_model(staging, model, spec, {"step": progress["step"]})
     tensors, meta = _flatten_optimizer(optimizer.state_dict())
     tensors["rng.torch"] = torch.get_rng_state()
