@@ -9,6 +9,7 @@ computes a figure: every number comes from a report, and each section says how i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -62,7 +63,7 @@ def ranking_section(
     }
     for users, eligible, sample in sorted(samples, key=str):
         if sample != "None":
-            notes.append(f"{users:,} of {eligible:,} eligible users, seeded sample {sample}.")
+            notes.append(f"{users:,} of {eligible:,} eligible users, {_sample(sample)}.")
     if dataset is not None:
         for row in published.RANKING[dataset]:
             rows.append(
@@ -76,15 +77,17 @@ def ranking_section(
                 ]
             )
         notes.append(
-            f"Published rows ({dataset}, design.md) come from other code under their own "
-            "protocols: compare only rows with the same protocol."
+            f"Published rows ({dataset}, sources in docs/method.md §6) come from other code "
+            "under their own protocols: compare only rows with the same protocol."
         )
     return Section("Ranking (leave-one-out, test split)", header, rows, notes)
 
 
-def concordance_section(reports: Sequence[tuple[object, dict]]) -> Section:
-    """Kendall tau (formula 9) of every compared space at its full SID depth, per modality."""
-    header = ["space", "modality", "levels", "users", "tau-a [95% CI]", "tau-b", "paper tau"]
+def concordance_section(reports: Sequence[tuple[object, dict]], paper: bool = False) -> Section:
+    """Kendall tau (formula 9) of every compared space at its full SID depth, per modality;
+    with ``paper``, the paper's Beauty figure beside each space the example pipeline names."""
+    header = ["space", "modality", "levels", "users", "tau-a [95% CI]", "tau-b"]
+    header += ["paper tau (Beauty)"] if paper else []
     rows, notes = [], []
     for _, report in reports:
         depth: dict[tuple[str, str], dict] = {}
@@ -103,7 +106,7 @@ def concordance_section(reports: Sequence[tuple[object, dict]]) -> Section:
                     f"{row.get('cases', 0):,}",
                     f"{_fmt(tau_a.get('value'))} {interval}",
                     _fmt(tau_b.get("value")),
-                    _fmt(published.PAPER_TAU.get(space)),
+                    *([_fmt(published.PAPER_TAU.get(space))] if paper else []),
                 ]
             )
         settings = report.get("settings", {})
@@ -114,9 +117,11 @@ def concordance_section(reports: Sequence[tuple[object, dict]]) -> Section:
         )
         if note not in notes:
             notes.append(note)
-    notes.append(
-        "Paper figures (docs/method.md §1, unverified) do not say which modality or similarity."
-    )
+    if paper:
+        notes.append(
+            "Paper figures (Amazon Beauty; docs/method.md §4, unverified) do not say which "
+            "modality or similarity."
+        )
     return Section("Order kept by the SIDs (Kendall tau, formula 9)", header, rows, notes)
 
 
@@ -208,7 +213,7 @@ def build_report(
     if by_kind["evaluate"] or dataset is not None:
         sections.append(ranking_section(by_kind["evaluate"], ks, dataset))
     if by_kind["concordance"]:
-        sections.append(concordance_section(by_kind["concordance"]))
+        sections.append(concordance_section(by_kind["concordance"], paper=dataset is not None))
     if by_kind["collapse"]:
         sections.append(collapse_section(by_kind["collapse"]))
     if by_kind["curve"]:
@@ -216,8 +221,70 @@ def build_report(
     return sections
 
 
-def to_markdown(sections: Sequence[Section], title: str | None = None) -> str:
+def _sample(sample: str) -> str:
+    """'{'size': 300, 'seed': 0}' (a user sample as the protocol records it) in words."""
+    found = dict(re.findall(r"'(\w+)': (\w+)", sample))
+    if "size" in found and "seed" in found:
+        return f"a seeded sample of {int(found['size']):,} users (seed {found['seed']})"
+    return "a seeded sample"
+
+
+@dataclass
+class FinetuneBudget:
+    """What one fine-tuning run trained on, from its config.json summary."""
+
+    label: str
+    steps: int
+    batch_size: int
+    labels: int | None  # training labels seen
+    epoch_labels: int | None  # training labels in one epoch of the full data set
+
+
+PAPER_EPOCHS = 4  # the paper fine-tunes for 4 epochs (docs/method.md §5)
+
+
+def finetune_budget(label: str, config: dict, epoch_labels: int | None) -> FinetuneBudget:
+    summary = config.get("summary", {}) or {}
+    training = config.get("training", {}) or {}
+    return FinetuneBudget(
+        label,
+        int(summary.get("steps") or 0),
+        int(training.get("batch_size") or 0),
+        summary.get("labels"),
+        epoch_labels,
+    )
+
+
+def budget_banner(runs: Sequence[FinetuneBudget], stated: Sequence[str] = ()) -> list[str]:
+    """The lines of the banner that opens a report: the budget of each step, and whether
+    figures at that budget can test the paper (fine-tuning for less than one epoch cannot)."""
+    lines = list(stated)
+    short = False
+    for run in runs:
+        line = f"fine-tuning {run.label}: {run.steps:,} steps × {run.batch_size} sequences"
+        if run.labels is not None:
+            line += f", {run.labels:,} training labels"
+        if run.labels is not None and run.epoch_labels:
+            fraction = run.labels / run.epoch_labels
+            short = short or fraction < 1
+            line += f" = {fraction:.3g} of an epoch ({run.epoch_labels:,} labels)"
+        lines.append(line + f"; the paper trains {PAPER_EPOCHS} epochs")
+    if short:
+        lines.append(
+            "Fine-tuning saw less than one epoch: the ranking figures at this budget check that "
+            "the pipeline runs, they do not test the paper."
+        )
+    return lines
+
+
+def to_markdown(
+    sections: Sequence[Section], title: str | None = None, banner: Sequence[str] = ()
+) -> str:
     lines = [f"# {title}", ""] if title else []
+    if banner:
+        lines += ["> **Budget.**", ">"]
+        lines += [f"> - {line}" for line in banner]
+        lines.append("")
     for section in sections:
         lines += [f"## {section.title}", ""]
         lines.append("| " + " | ".join(section.header) + " |")

@@ -107,3 +107,58 @@ def test_curve_reports_give_the_best_point_and_the_baselines() -> None:
                                "6.5000"]  # fmt: skip
     assert section.rows[1] == ["baseline: sasrec", "test", "–", "–", "0.0469", "–", "–", "–"]
     assert len(section.rows) == 4 and section.notes == CURVE["notes"]  # notes once
+
+
+def test_paper_tau_only_with_published() -> None:
+    (order,) = build_report([("c.json", CONCORDANCE)], [10])
+    assert "paper" not in " ".join(order.header)
+    assert all(len(row) == len(order.header) for row in order.rows)
+    assert not any("Paper" in note for note in order.notes)
+    (_, order) = build_report([("c.json", CONCORDANCE)], [10], "beauty")
+    assert order.header[-1] == "paper tau (Beauty)"
+
+
+def test_notes_are_words_not_python_dicts() -> None:
+    (ranking,) = build_report([("e.json", EVALUATE)], [10])
+    assert "40 of 50 eligible users, a seeded sample of 40 users (seed 0)." in ranking.notes
+    assert not any("{" in note for note in ranking.notes)
+
+
+def test_budget_banner_states_the_fraction_of_an_epoch() -> None:
+    from mmesid_cli.report import budget_banner, finetune_budget
+
+    config = {"summary": {"steps": 8, "labels": 1055}, "training": {"batch_size": 8}}
+    lines = budget_banner([finetune_budget("mmesid", config, 38719)], ["tokeniser: 8 epochs"])
+    assert lines[0] == "tokeniser: 8 epochs"
+    assert lines[1] == (
+        "fine-tuning mmesid: 8 steps × 8 sequences, 1,055 training labels = 0.0272 of an "
+        "epoch (38,719 labels); the paper trains 4 epochs"
+    )  # 1055 / 38719 = 0.02725
+    assert "do not test the paper" in lines[2]
+    markdown = to_markdown([], "Demo", lines)
+    assert markdown.startswith("# Demo\n\n> **Budget.**\n>\n> - tokeniser: 8 epochs\n")
+    # a run of more than one epoch gets its line but no warning
+    long = {"summary": {"steps": 9000, "labels": 80000}, "training": {"batch_size": 16}}
+    assert len(budget_banner([finetune_budget("long", long, 38719)])) == 1
+
+
+def test_report_command_opens_with_the_runs_budget(tmp_path: Path) -> None:
+    from mmesid_cli.artifacts.runs import write_run_config
+    from tests.conftest import write_tiny_dataset
+
+    items, sequences = write_tiny_dataset(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run_config(
+        run / "config.json",
+        {"summary": {"steps": 2, "labels": 5}, "training": {"batch_size": 4}},
+    )
+    evaluate = dict(EVALUATE, inputs={"run_dir": str(run), "sequences": str(sequences),
+                                      "items": str(items)})  # fmt: skip
+    evaluate.pop("kind")
+    write_report(tmp_path / "e.json", "evaluate", evaluate)
+    out = tmp_path / "r.md"
+    assert run_cli("report", tmp_path / "e.json", "--budget", "tokeniser: 1 epoch",
+                   "--markdown", out) == 0  # fmt: skip
+    text = out.read_text()
+    assert "> - tokeniser: 1 epoch\n> - fine-tuning run: 2 steps × 4 sequences, 5 training" in text

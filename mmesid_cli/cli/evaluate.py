@@ -210,14 +210,22 @@ def report(
         "protocol: " + ", ".join(sorted(RANKING)) + ".",
     ),
     title: str | None = typer.Option(None, "--title", help="Title of the Markdown report."),
+    budget: list[str] | None = typer.Option(
+        None,
+        "--budget",
+        help="A line for the budget banner, e.g. 'tokeniser: 8 epochs' (repeatable).",
+    ),
 ) -> None:
     """Put evaluate, concordance, collapse and curve reports into one (terminal and Markdown).
 
     Ranking (HR/NDCG@K with the standard error of NDCG@10 and the protocol), the order kept
-    by the SIDs (Kendall tau at full SID depth, with the paper's figure beside each space the
-    example pipeline names mse, mmd, finetuned-codebook-init or finetuned-random-init), the
-    rank and effective rank of item matrices and the best validation NDCG@10 of learning
-    curves with their baselines.
+    by the SIDs (Kendall tau at full SID depth), the rank and effective rank of item
+    matrices and the best validation NDCG@10 of learning curves with their baselines.
+
+    A budget banner opens the report: the --budget lines, then the steps, labels and
+    fraction of an epoch of every evaluated finetune run. With --published, the paper's tau
+    stands beside the spaces the example pipeline names (mse, mmd,
+    finetuned-codebook-init, finetuned-random-init).
 
     Example:
 
@@ -228,7 +236,7 @@ def report(
     Guide: docs/cli.md (report).
     """
     from mmesid_cli.artifacts.reports import read_report
-    from mmesid_cli.report import KINDS, build_report, to_markdown
+    from mmesid_cli.report import KINDS, budget_banner, build_report, to_markdown
 
     ks = _parse_ks(k)
     check_outputs(markdown)
@@ -236,13 +244,44 @@ def report(
         raise UserError(f"--published: no figures for {published!r} (have: {', '.join(RANKING)})")
     loaded = [(path, read_report(path, kind=KINDS)) for path in reports]
     sections = build_report(loaded, ks, published)
+    banner = budget_banner(_run_budgets(loaded), budget or [])
+    if banner:
+        out.print("[bold]Budget[/bold]")
+        for line in banner:
+            out.print(f"- {line}", highlight=False)
     for section in sections:
         print_section(section)
     if markdown is not None:
         from mmesid_cli.artifacts.atomic import write_text_atomic
 
-        write_text_atomic(markdown, to_markdown(sections, title))
+        write_text_atomic(markdown, to_markdown(sections, title, banner))
         console.print(f"wrote {markdown}")
+
+
+def _run_budgets(loaded: list[tuple[Path, dict]]) -> list:
+    """The budget of every finetune run an evaluate report names, where its files are still
+    there (a report read elsewhere simply has no budget lines)."""
+    from mmesid_cli.artifacts.runs import read_run_config
+    from mmesid_cli.data.records import read_items, read_sequences
+    from mmesid_cli.data.split import split_sizes
+    from mmesid_cli.report import finetune_budget
+
+    budgets, epoch_labels = [], {}
+    for _, report in loaded:
+        inputs = report.get("inputs") or {}
+        run_dir = inputs.get("run_dir")
+        if report.get("kind") != "evaluate" or not run_dir:
+            continue
+        try:
+            config = read_run_config(Path(run_dir) / "config.json")
+            key = (inputs.get("sequences"), inputs.get("items"))
+            if key not in epoch_labels:
+                table = read_sequences(key[0], read_items(key[1]))
+                epoch_labels[key] = split_sizes(table)["train_samples"]
+        except (UserError, OSError, TypeError):
+            continue
+        budgets.append(finetune_budget(Path(run_dir).name, config, epoch_labels[key]))
+    return budgets
 
 
 def register(app: typer.Typer) -> None:
