@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -142,7 +144,15 @@ def finetune(
         1e-3, "--head-lr", help="Learning rate of the new parameters (item tokens, heads)."
     ),
     weight_decay: float = typer.Option(0.0, "--weight-decay", callback=non_negative),
-    warmup_steps: int = typer.Option(100, "--warmup-steps", min=0),
+    preset: str = typer.Option(
+        "auto",
+        "--preset",
+        help="Budget: cpu (fits 2 CPU cores, see docs/cli.md), paper (4 epochs; a GPU), "
+        "auto (paper on CUDA, cpu otherwise). Explicit options override it.",
+    ),
+    warmup_steps: int | None = typer.Option(
+        None, "--warmup-steps", min=0, help="Warm-up steps (paper 100, cpu preset 20)."
+    ),
     batch_size: int = typer.Option(
         16, "--batch-size", help="Global batch: samples per optimiser step, all processes together."
     ),
@@ -155,12 +165,12 @@ def finetune(
     max_grad_norm: float = typer.Option(
         1.0, "--max-grad-norm", callback=non_negative, help="Gradient clipping (0 = off)."
     ),
-    epochs: int = typer.Option(4, "--epochs", min=1),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Epochs (paper 4)."),
     max_steps: int | None = typer.Option(
         None,
         "--max-steps",
         min=1,
-        help="Stop after this many optimiser steps (overrides --epochs).",
+        help="Stop after this many optimiser steps (overrides --epochs; cpu preset 200).",
     ),
     max_minutes: float | None = typer.Option(
         None,
@@ -171,18 +181,19 @@ def finetune(
     max_train_samples: int | None = typer.Option(
         None, "--max-train-samples", min=1, help="Train on a seeded subset of this many samples."
     ),
-    eval_every: int = typer.Option(
-        200,
+    eval_every: int | None = typer.Option(
+        None,
         "--eval-every",
         min=0,
-        help="Validate every N steps (0: only at the end); the best NDCG@10 model is kept.",
+        help="Validate every N steps (0: only at the end; paper 200, cpu 100); the best "
+        "NDCG@10 model is kept.",
     ),
-    eval_users: int = typer.Option(
-        2000,
+    eval_users: int | None = typer.Option(
+        None,
         "--eval-users",
         min=-1,
-        help="Validation users (a seeded subset; -1 = all, 0 = no validation: the last "
-        "model is kept).",
+        help="Validation users (a seeded subset; paper 2000, cpu 500; -1 = all, 0 = no "
+        "validation: the last model is kept).",
     ),
     eval_at_start: bool = typer.Option(
         True,
@@ -230,7 +241,7 @@ def finetune(
     from mmesid_cli.llm4sr.data import load_inputs
     from mmesid_cli.llm4sr.model import HEADS, ITEM_MAPS, OBJECTIVES, resolve_output
     from mmesid_cli.llm4sr.run import ModelSpec
-    from mmesid_cli.llm4sr.train import TrainConfig, check_run_dir
+    from mmesid_cli.llm4sr.train import PRESET_TIMES, check_run_dir, preset_train_config
     from mmesid_cli.llm4sr.train import finetune as run_finetune
 
     for name, value in (
@@ -253,6 +264,8 @@ def finetune(
     ):
         if value not in choices:
             raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    if preset not in ("auto", "cpu", "paper"):
+        raise UserError(f"--preset must be one of auto, cpu, paper, not {preset!r}")
     for name, value in (("--lr", lr), ("--head-lr", head_lr)):
         if not value > 0:
             raise UserError(f"{name} must be positive")
@@ -292,59 +305,75 @@ def finetune(
         lora_dropout=lora_dropout,
         lora_targets=_names(lora_targets) or list(DEFAULT_LORA_TARGETS),
     )
-    train = TrainConfig(
+    if preset == "auto":
+        import torch
+
+        preset = "paper" if torch.cuda.is_available() and not cpu else "cpu"
+    # The preset sets the budget; an option given on the command line overrides it.
+    train = preset_train_config(
+        preset,
+        epochs=epochs,
+        max_steps=max_steps,
+        warmup_steps=warmup_steps,
+        eval_every=eval_every,
+        eval_users=eval_users,
+    )
+    train = replace(
+        train,
         lr=lr,
         head_lr=head_lr,
         weight_decay=weight_decay,
-        warmup_steps=warmup_steps,
         batch_size=batch_size,
         micro_batch_size=micro_batch_size,
         max_grad_norm=max_grad_norm or None,
-        epochs=epochs,
-        max_steps=max_steps,
         max_train_samples=max_train_samples,
         max_minutes=max_minutes,
-        eval_every=eval_every,
         eval_at_start=eval_at_start,
-        eval_users=None if eval_users < 0 else eval_users,
         eval_batch_size=eval_batch_size,
         save_every=save_every,
         seed=seed,
     )
     bar = progress()
     task = None
+    budget_given = any(v is not None for v in (epochs, max_steps, eval_every, eval_users))
+    plan: dict = {}
 
     def on_event(kind: str, payload: dict) -> None:
         nonlocal task
         if kind == "start":
-            console.print(
-                f"training {payload['total'] - payload['start']} steps on {payload['samples']:,} "
-                f"{payload['objective']} samples ({payload['labels']:,} labels; "
-                f"{payload['device']}, {payload['compute_dtype']}) into {run_dir}"
-            )
+            plan.update(payload, estimated=False, valid_seconds=None)
+            bar.note(_plan_line(payload, preset, None if budget_given else PRESET_TIMES[preset]))
+            bar.note(f"writing {run_dir}")
             task = bar.add_task("finetune", total=payload["total"], completed=payload["start"])
         elif kind == "step" and task is not None:
             bar.update(
                 task, completed=payload["step"], description=f"finetune loss {payload['loss']:.4f}"
             )
+            done = payload["step"] - plan["start"]
+            if not plan["estimated"] and (
+                done >= ESTIMATE_AFTER or payload["step"] == plan["total"]
+            ):
+                plan["estimated"] = True
+                bar.note(_estimate_line(payload, plan, train, done))
             if not console.is_terminal and payload["step"] % 10 == 0:
-                console.print(
+                bar.note(
                     f"step {payload['step']}: loss {payload['loss']:.4f}, "
                     f"{payload['labels']:,} labels, {payload['labels_per_s']:.1f} labels/s"
                 )
         elif kind == "valid":
             m = payload["metrics"]
-            console.print(
+            plan["valid_seconds"] = payload["seconds"]
+            bar.note(
                 f"step {payload['step']}: valid NDCG@10 {m['NDCG@10']:.4f} HR@10 {m['HR@10']:.4f} "
                 f"({payload['seconds']:.0f} s)"
             )
         elif kind == "time_cap":
-            console.print(
-                f"[yellow]stopped by --max-minutes {payload['minutes']:g}[/] at step "
-                f"{payload['step']} of {payload['total']}"
+            bar.note(
+                f"stopped by the --max-minutes {payload['minutes']:g} time cap at step "
+                f"{payload['step']} of {payload['total']} (stopped_by: time_cap)"
             )
         elif kind == "resume":
-            console.print(f"resuming at step {payload['step']} of {payload['total']}")
+            bar.note(f"resuming at step {payload['step']} of {payload['total']}")
 
     shown = warnings.showwarning
     warnings.showwarning = lambda message, *args, **kwargs: console.print(
@@ -361,11 +390,59 @@ def finetune(
                 overwrite=overwrite,
                 on_event=on_event,
                 cpu=cpu,
+                progress=bar,
             )
     finally:
         warnings.showwarning = shown
     if result.main_process:
         _report(result)
+
+
+ESTIMATE_AFTER = 3  # steps timed before the estimate (the first one also warms caches up)
+
+
+def _plan_line(payload: dict, preset: str, preset_time: str | None) -> str:
+    """The work planned: steps, samples (and the fraction of an epoch), validations."""
+    steps = payload["total"] - payload["start"]
+    samples = steps * payload["batch_size"]
+    epochs = samples / max(payload["samples"], 1)
+    line = (
+        f"plan (preset {preset}{'; ' + preset_time if preset_time else ''}): {steps:,} steps "
+        f"x {payload['batch_size']} = {samples:,} samples ({epochs:.2f} epochs of "
+        f"{payload['samples']:,} {payload['objective']} samples, {payload['labels']:,} labels)"
+    )
+    if payload["validations"]:
+        line += f"; {payload['validations']} validations on {payload['valid_users']:,} users"
+    return line + f"; {payload['device']}, {payload['compute_dtype']}"
+
+
+def _estimate_line(payload: dict, plan: dict, train, done: int) -> str:
+    """Measured samples/s over the first steps and the time left, validations included."""
+    from mmesid_cli.llm4sr.train import planned_validations
+
+    rate = payload["samples_per_s"]
+    left = (plan["total"] - payload["step"]) * plan["batch_size"] / rate
+    line = (
+        f"measured {rate:.2f} samples/s over the first {done} steps: training {_clock(left)} left"
+    )
+    validations = (
+        planned_validations(train, payload["step"], plan["total"]) if plan["validations"] else 0
+    )
+    if validations:
+        per = plan["valid_seconds"]
+        if per is None:  # not timed yet: a validation user costs about one training sample
+            per = plan["valid_users"] / rate
+            line += f", {validations} validations (~{_clock(per)} each, estimated)"
+        else:
+            line += f", {validations} validations (~{_clock(per)} each, measured)"
+        left += validations * per
+    finish = time.strftime("%H:%M", time.localtime(time.time() + left))
+    return line + f"; ETA {_clock(left)} (about {finish})"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _fmt(metrics: dict[str, float] | None) -> str:

@@ -50,6 +50,7 @@ from mmesid_cli.llm4sr.run import (
     save_model,
 )
 from mmesid_cli.metrics import metrics_from_ranks, rank_targets
+from mmesid_cli.progress import Progress, Task, or_quiet
 
 TRAIN_STATE = "train_state.safetensors"
 VALID_METRIC = "NDCG@10"
@@ -84,6 +85,44 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
+# Named budgets. `paper`: TrainConfig's defaults (4 epochs, validation on 2,000 users every
+# 200 steps), for a GPU. `cpu`: a budget that fits a 2-core CPU, fixed in work (steps and
+# users), not in time, so that it gives the same model on a busy machine; the time it takes
+# (PRESET_TIMES) was measured with the default backbone (SmolLM2-135M) on Beauty.
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {},
+    "cpu": {
+        "max_steps": 200,
+        "warmup_steps": 20,
+        "eval_every": 100,
+        "eval_users": 500,
+    },
+}
+PRESET_TIMES = {
+    "paper": "needs a GPU: on a CPU it runs for days",
+    "cpu": "about 15 minutes on 2 CPU cores (Beauty, SmolLM2-135M, 50-item histories)",
+}
+
+
+def preset_train_config(name: str, **overrides: object) -> TrainConfig:
+    """The TrainConfig of a named preset, with explicit settings (not ``None``) on top.
+
+    An explicit ``epochs`` without ``max_steps`` drops a preset's ``max_steps`` (which would
+    otherwise override it), and an explicit ``eval_users`` of ``None`` cannot be told from
+    "not given": pass ``-1`` for all users (it becomes ``None``).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values: dict[str, object] = dict(PRESETS[name])
+    if "epochs" in given and "max_steps" not in given:
+        values.pop("max_steps", None)
+    values.update(given)
+    if values.get("eval_users") == -1:
+        values["eval_users"] = None
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
 @dataclass
 class FinetuneResult:
     run_dir: Path
@@ -113,12 +152,30 @@ def validation_cases(inputs: FinetuneInputs, users: int | None, seed: int):
     return cases
 
 
-def validate(model: MMESID, cases, batch_size: int = 64) -> dict[str, float]:
-    """Full-ranking HR/NDCG/MRR@{5,10,20} with history masking (mmesid_cli.metrics)."""
+def validate(
+    model: MMESID, cases, batch_size: int = 64, progress: Task | None = None
+) -> dict[str, float]:
+    """Full-ranking HR/NDCG/MRR@{5,10,20} with history masking (mmesid_cli.metrics).
+
+    ``progress`` is advanced by the users of each batch."""
     ranks = rank_targets(
-        model.score, [c.history for c in cases], [c.target for c in cases], batch_size
+        model.score,
+        [c.history for c in cases],
+        [c.target for c in cases],
+        batch_size,
+        progress=progress,
     )
     return metrics_from_ranks(ranks)
+
+
+def planned_validations(train: TrainConfig, start: int, total: int) -> int:
+    """Validation passes a run from step ``start`` to ``total`` makes (at the start, every
+    ``eval_every`` steps, after the last step)."""
+    before = int(start == 0 and train.eval_at_start)
+    periodic = (
+        (total - 1) // train.eval_every - start // train.eval_every if train.eval_every else 0
+    )
+    return before + max(periodic, 0) + 1
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -288,8 +345,12 @@ def finetune(
     overwrite: bool = False,
     on_event: Event | None = None,
     cpu: bool = False,
+    progress: Progress | None = None,
 ) -> FinetuneResult:
-    """Train the MME-SID model on ``inputs`` and write the run directory (see run.py)."""
+    """Train the MME-SID model on ``inputs`` and write the run directory (see run.py).
+
+    ``on_event(kind, payload)`` reports the plan (``start``), every step, every validation
+    and a time cap; ``progress`` shows each validation pass (a task over its users)."""
     from accelerate import Accelerator, PartialState
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
@@ -312,6 +373,7 @@ def finetune(
     accumulation = train.batch_size // (micro * world)
     accelerator = Accelerator(gradient_accumulation_steps=accumulation, cpu=cpu)
     emit = (on_event or quiet) if accelerator.is_main_process else quiet  # one voice
+    shown = or_quiet(progress if accelerator.is_main_process else None)
     device = accelerator.device
     set_seed(train.seed)
     units = SequenceWindows if spec.objective == "all-positions" else TrainingSet
@@ -391,6 +453,10 @@ def finetune(
             "objective": spec.objective,
             "device": str(device),
             "compute_dtype": spec.compute_dtype,
+            "batch_size": train.batch_size,
+            "steps_per_epoch": steps_per_epoch,
+            "valid_users": len(cases),
+            "validations": planned_validations(train, start, total) if cases else 0,
         },
     )
 
@@ -399,7 +465,8 @@ def finetune(
         metrics = None
         if accelerator.is_main_process and cases:
             started = time.perf_counter()
-            metrics = validate(core, cases, train.eval_batch_size)
+            users = shown.task(f"validation at step {step}", total=len(cases))
+            metrics = validate(core, cases, train.eval_batch_size, users)
             seconds = time.perf_counter() - started
             log.append(
                 {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,47 @@ def test_finetune_writes_a_run(tmp_path, llama, capsys):
         == 0
     )
     assert json.loads((run_dir / "config.json").read_text())["summary"]["resumed_from"] == 4
+
+
+def test_the_cpu_preset_plans_and_estimates_before_training(tmp_path, llama, capsys):
+    files = tiny_files(tmp_path / "in")
+    run_dir = tmp_path / "run"
+    # --epochs given: the preset's max_steps no longer overrides it; the rest is the preset's.
+    code = run_cli(
+        *_args(files, run_dir, llama, "--preset", "cpu", "--epochs", "1", "--eval-every", "1")
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    config = json.loads((run_dir / "config.json").read_text())
+    training = config["training"]
+    assert (training["epochs"], training["max_steps"]) == (1, None)
+    assert (training["warmup_steps"], training["eval_users"], training["eval_every"]) == (
+        20,
+        500,
+        1,
+    )
+    steps = config["summary"]["steps"]
+    plan = re.search(
+        r"plan \(preset cpu\): (\d+) steps x 16 = (\d+) samples .*; (\d+) validations on", err
+    )
+    assert plan and int(plan[1]) == steps and int(plan[2]) == 16 * steps
+    # The plan counts every validation the run makes (at the start, each step, none twice).
+    logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert int(plan[3]) == sum("valid" in entry for entry in logged) == steps + 1
+    assert re.search(r"measured [\d.]+ samples/s over the first \d+ steps: .*ETA \d:\d\d:\d\d", err)
+    assert "validation at step 0" in err  # each validation pass is a progress task
+
+
+def test_presets_fill_only_what_is_not_given():
+    from mmesid_cli.llm4sr.train import TrainConfig, preset_train_config
+
+    assert preset_train_config("paper") == TrainConfig()
+    cpu = preset_train_config("cpu")
+    assert (cpu.max_steps, cpu.warmup_steps, cpu.eval_users, cpu.eval_every) == (200, 20, 500, 100)
+    assert preset_train_config("cpu", max_steps=7, eval_users=-1).eval_users is None
+    assert preset_train_config("cpu", eval_users=0).eval_users == 0
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_train_config("gpu")
 
 
 def test_e4srec_style_baseline(tmp_path, llama, capsys):
