@@ -271,17 +271,31 @@ class Space:
         return int(self.table.shape[1])
 
 
+GATHER_BYTES = 1 << 20  # rows gathered at once by similarities(): about one L2 cache
+
+
 def similarities(
     space: Space, targets: np.ndarray, histories: np.ndarray, similarity: str
 ) -> np.ndarray:
-    """(B, n) float32: sim(e_t, e_h) of each case's target to each history item."""
+    """(B, n) float32: sim(e_t, e_h) of each case's target to each history item.
+
+    Rows are gathered for a few dozen cases at a time, so the gathered block stays in cache
+    instead of a (B, n, d) array going through memory (~3x faster); each value is the same
+    per-case dot product whatever the block size.
+    """
     n_cases, n = histories.shape
-    rows = np.take(space.table, histories.reshape(-1), axis=0).reshape(n_cases, n, -1)
-    target = np.take(space.table, targets, axis=0)  # (B, d)
-    if similarity == "neg-l2":
-        rows -= target[:, None, :]
-        return -np.einsum("bnd,bnd->bn", rows, rows)
-    return np.matmul(rows, target[:, :, None])[:, :, 0]
+    out = np.empty((n_cases, n), dtype=np.float32)
+    step = max(1, GATHER_BYTES // max(1, 4 * n * space.dim))
+    for first in range(0, n_cases, step):
+        part = histories[first : first + step]
+        rows = np.take(space.table, part.reshape(-1), axis=0).reshape(part.shape[0], n, -1)
+        target = np.take(space.table, targets[first : first + step], axis=0)  # (b, d)
+        if similarity == "neg-l2":
+            rows -= target[:, None, :]
+            out[first : first + step] = -np.einsum("bnd,bnd->bn", rows, rows)
+        else:
+            np.matmul(rows, target[:, :, None], out=out[first : first + step, :, None])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +404,92 @@ def pair_counts(
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"a and b must be (B, n) arrays of one shape, got {a.shape}, {b.shape}")
+    if a.shape[1] <= WORD:
+        return RankOrder.of(a, a_keys).count(RankOrder.of(b, b_keys))
     return _count(order_sets(a, a_keys), order_sets(b, b_keys))
+
+
+WORD = 64  # histories up to this length take the one-word path (RankOrder)
+
+
+@dataclass
+class RankOrder:
+    """Each case's order in one space, for histories of at most 64 items, laid out (n, B).
+
+    Column b is case b; row j is its j-th smallest value. ``order[j]`` is the item there,
+    ``run_start[j]`` / ``run_end[j]`` the first / last sorted position of its tie run. With
+    positions as rows, every running operation (run bounds, prefix sets) is one vectorised
+    pass over all cases of the chunk, and a set of items fits one uint64 word.
+    """
+
+    order: np.ndarray  # (n, B) int64 item at sorted position j
+    run_start: np.ndarray  # (n, B) int64
+    run_end: np.ndarray  # (n, B) int64
+    tied: np.ndarray  # (B,) pairs with v_k = v_l
+
+    @classmethod
+    def of(cls, values: np.ndarray, keys: np.ndarray | None = None) -> RankOrder:
+        n_rows, n = values.shape
+        if n > WORD:
+            raise ValueError(f"RankOrder holds histories of at most {WORD} items, not {n}")
+        row_base = np.arange(n_rows, dtype=np.int64) * n  # (B,)
+        order = np.ascontiguousarray(np.argsort(values, axis=1).T)  # (n, B)
+        flat = order + row_base
+        ordered = values.reshape(-1)[flat]
+        new_run = np.empty((n, n_rows), dtype=bool)
+        new_run[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new_run[1:])
+        if keys is not None:
+            ordered_keys = keys.reshape(-1)[flat]
+            new_run[1:] &= ordered_keys[1:] != ordered_keys[:-1]
+        position = np.arange(n, dtype=np.int64)[:, None]
+        run_start = np.maximum.accumulate(np.where(new_run, position, 0), axis=0)
+        ends = np.empty_like(new_run)
+        ends[-1] = True
+        ends[:-1] = new_run[1:]
+        run_end = np.minimum.accumulate(np.where(ends, position, n - 1)[::-1], axis=0)[::-1]
+        tied = (position - run_start).sum(axis=0)
+        return cls(order=order, run_start=run_start, run_end=run_end, tied=tied)
+
+    def ranks(self) -> np.ndarray:
+        """(n, B): the sorted position of each item (the inverse of ``order``)."""
+        n, n_rows = self.order.shape
+        cols = np.arange(n_rows, dtype=np.int64)
+        ranks = np.empty((n, n_rows), dtype=np.int64)
+        ranks.reshape(-1)[self.order * n_rows + cols] = np.arange(n, dtype=np.int64)[:, None]
+        return ranks
+
+    def count(self, other: RankOrder, ranks: np.ndarray | None = None) -> PairCounts:
+        """Pair counts against ``other``, this order being the reference a.
+
+        Item sets are written with bit r for the item at this order's sorted position r, so
+        "below k in a" is the mask of the positions before k's run, with no set to build;
+        "below k in b" is a running sum of one-bit sets along b's order (the bits are
+        distinct, so the sum is their union). ``ranks``: :meth:`ranks`, if already computed.
+        """
+        n, n_rows = self.order.shape
+        one = np.uint64(1)
+        cols = np.arange(n_rows, dtype=np.int64)
+        ranks = self.ranks() if ranks is None else ranks
+        rank_a = ranks.reshape(-1)[other.order * n_rows + cols]  # (n, B) in b's order
+        prefix = np.zeros((n + 1, n_rows), dtype=np.uint64)  # prefix[j]: b's first j items
+        np.cumsum(np.left_shift(one, rank_a.astype(np.uint64)), axis=0, out=prefix[1:])
+        flat_prefix = prefix.reshape(-1)
+        below_b = flat_prefix[other.run_start * n_rows + cols]
+        up_to_b = flat_prefix[(other.run_end + 1) * n_rows + cols]
+        below_a_mask = np.left_shift(one, self.run_start.astype(np.uint64)) - one  # by a rank
+        below_a = below_a_mask.reshape(-1)[rank_a * n_rows + cols]
+        concordant = _popcount_columns(below_a & below_b)
+        discordant = _popcount_columns(below_a & ~up_to_b)
+        pairs = n * (n - 1) // 2
+        return PairCounts(
+            n=np.full(n_rows, n, dtype=np.int64),
+            concordant=concordant,
+            discordant=discordant,
+            ties_a=self.tied,
+            ties_b=other.tied,
+            ties_both=concordant + discordant - pairs + self.tied + other.tied,
+        )
 
 
 _BYTE_POPCOUNT = np.array([bin(byte).count("1") for byte in range(256)], dtype=np.uint8)
@@ -402,6 +501,14 @@ def popcount_sum(bitsets: np.ndarray) -> np.ndarray:
         return np.bitwise_count(bitsets).sum(axis=(1, 2), dtype=np.int64)
     as_bytes = np.ascontiguousarray(bitsets).view(np.uint8)
     return _BYTE_POPCOUNT[as_bytes].sum(axis=(1, 2), dtype=np.int64)
+
+
+def _popcount_columns(words: np.ndarray) -> np.ndarray:
+    """(n, B) uint64 -> (B,) int64: set bits per column."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words).sum(axis=0, dtype=np.int64)
+    as_bytes = np.ascontiguousarray(words).view(np.uint8).reshape(*words.shape, 8)
+    return _BYTE_POPCOUNT[as_bytes].sum(axis=(0, 2), dtype=np.int64)
 
 
 def _count(a: OrderSets, b: OrderSets) -> PairCounts:
@@ -479,13 +586,20 @@ def concordance(
     def count_chunk(n: int, idx: np.ndarray) -> tuple[np.ndarray, dict[str, PairCounts]]:
         histories = cases.items[cases.start[idx][:, None] + np.arange(n)]  # (B, n)
         targets = cases.targets[idx]
-        sets_a = order_sets(
-            similarities(ref, targets, histories, similarity), ref.keys[histories]
-        )  # shared by every space
+        sims_a = similarities(ref, targets, histories, similarity)
         out = {}
-        for name, space in prepared.items():
-            sims = similarities(space, targets, histories, similarity)
-            out[name] = _count(sets_a, order_sets(sims, space.keys[histories]))
+        if n <= WORD:
+            order_a = RankOrder.of(sims_a, ref.keys[histories])  # shared by every space
+            ranks_a = order_a.ranks()
+            for name, space in prepared.items():
+                sims = similarities(space, targets, histories, similarity)
+                order_b = RankOrder.of(sims, space.keys[histories])
+                out[name] = order_a.count(order_b, ranks_a)
+        else:
+            sets_a = order_sets(sims_a, ref.keys[histories])
+            for name, space in prepared.items():
+                sims = similarities(space, targets, histories, similarity)
+                out[name] = _count(sets_a, order_sets(sims, space.keys[histories]))
         return idx, out
 
     work = chunks(cases.lengths, per_case_bytes, config.chunk_bytes)

@@ -49,34 +49,95 @@ def gaussian_bandwidths(x_hat: torch.Tensor, x: torch.Tensor, alphas: Sequence[f
     return [alpha * mean for alpha in alphas]
 
 
+def _sq_dists_(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor):
+    """‖a_i − b_j‖² (clamped at 0) from precomputed squared norms, built in place: (n, m)."""
+    out = a @ b.T
+    return out.mul_(-2.0).add_(a_sq[:, None]).add_(b_sq[None, :]).clamp_min_(0.0)
+
+
+class _MMD2(torch.autograd.Function):
+    """MMD² with a hand-written backward (no autograd graph over the n × n blocks).
+
+    Forward: the three distance blocks, each turned into its kernel sum in place; the sums
+    are accumulated in float64, since MMD² is a small difference of three large sums.
+    Backward, with s = −1/(2σ²) and the weights c = 1/(n(n−1)), 2/n² of the estimator:
+
+        ∂MMD²/∂x̂_p = Σ_j B_pj (x̂_p − x̂_j) + Σ_j B'_pj (x̂_p − x_j),
+        B = 4 s c Σ_α K_hh,   B' = −2 s (2/n²) Σ_α K_hx
+
+    i.e. two n × n × d matmuls (the same for x when it needs a gradient). The weight blocks
+    are kept from the forward only for the inputs that need a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x_hat, x, scales):  # noqa: ANN001, ANN205
+        n = x.shape[0]
+        hh_sq = x_hat.pow(2).sum(dim=1)
+        xx_sq = x.pow(2).sum(dim=1)
+        c_same, c_cross = 1.0 / (n * (n - 1)), 2.0 / (n * n)
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        saved: dict[str, torch.Tensor | None] = {"hh": None, "hx": None, "xx": None}
+        grad_hat, grad_x = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        blocks = (
+            ("hh", x_hat, x_hat, hh_sq, hh_sq, c_same, -float(n) * c_same, grad_hat),
+            ("xx", x, x, xx_sq, xx_sq, c_same, -float(n) * c_same, grad_x),
+            ("hx", x_hat, x, hh_sq, xx_sq, -c_cross, 0.0, grad_hat or grad_x),
+        )
+        for name, a, b, a_sq, b_sq, weight, offset, keep in blocks:
+            dist = _sq_dists_(a, b, a_sq, b_sq)
+            grad_weights = torch.zeros_like(dist) if keep else None
+            last = len(scales) - 1
+            for k, scale in enumerate(scales.tolist()):
+                # the last kernel reuses the distance block's memory
+                kernel = dist.mul_(scale).exp_() if k == last else torch.exp(dist * scale)
+                total += weight * kernel.sum(dtype=torch.float64)
+                if grad_weights is not None:
+                    grad_weights.add_(kernel, alpha=2.0 * scale * weight)
+            total += offset * len(scales)  # the diagonal's k(a, a) = 1 is not part of Σ_{i≠j}
+            saved[name] = grad_weights
+        ctx.save_for_backward(x_hat, x, saved["hh"], saved["hx"], saved["xx"])
+        return total.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        x_hat, x, w_hh, w_hx, w_xx = ctx.saved_tensors
+        grad_hat = grad_x = None
+        if ctx.needs_input_grad[0]:
+            # within-batch pairs count twice (as (p, j) and (j, p)); cross pairs once
+            rows = 2.0 * w_hh.sum(dim=1) + w_hx.sum(dim=1)
+            grad_hat = rows[:, None] * x_hat - 2.0 * (w_hh @ x_hat) - w_hx @ x
+            grad_hat = grad_hat * grad_out
+        if ctx.needs_input_grad[1]:
+            rows = 2.0 * w_xx.sum(dim=1) + w_hx.sum(dim=0)
+            grad_x = rows[:, None] * x - 2.0 * (w_xx @ x) - w_hx.T @ x_hat
+            grad_x = grad_x * grad_out
+        return grad_hat, grad_x, None
+
+
 def mmd2(x_hat: torch.Tensor, x: torch.Tensor, alphas: Sequence[float] = (0.5,)) -> torch.Tensor:
-    """Unbiased squared MMD between two batches, Gaussian kernel(s) (docs/method.md §3).
+    """Unbiased squared MMD between two batches, Gaussian kernel(s) (method.md §3).
 
         MMD² = 1/(n(n−1)) Σ_{i≠j} k(x̂_i, x̂_j) + 1/(n(n−1)) Σ_{i≠j} k(x_i, x_j)
                − 2/n² Σ_{i,j} k(x̂_i, x_j),           k(a, b) = Σ_α exp(−‖a − b‖² / (2σ_α²))
 
     x_hat, x: (n, d) with n ≥ 2. For x_hat = x it equals 2/n · (mean off-diagonal kernel − 1)
     summed over kernels, i.e. |MMD²| < 2·(#kernels)/n: zero up to the O(1/n) of the estimator.
+    The bandwidths are detached. Half-precision inputs are computed in float32; the three
+    kernel sums are accumulated in float64 (benchmarks/bench_mmd.py states the error against
+    a float64 computation).
     """
     if x_hat.shape != x.shape or x.ndim != 2:
         raise ValueError(
             f"mmd2 needs two (n, d) batches of one shape, got {x_hat.shape}, {x.shape}"
         )
-    n = x.shape[0]
-    if n < 2:
+    if x.shape[0] < 2:
         raise ValueError("mmd2 needs at least two rows")
-    d_hh = pairwise_sq_dists(x_hat, x_hat)  # (n, n)
-    d_xx = pairwise_sq_dists(x, x)  # (n, n)
-    d_hx = pairwise_sq_dists(x_hat, x)  # (n, n)
-    total = x.new_zeros(())
-    for sigma2 in gaussian_bandwidths(x_hat, x, alphas):
-        scale = -0.5 / sigma2
-        # Σ_{i≠j} = Σ_{i,j} − n, since k(a, a) = 1 on the diagonal.
-        k_hh = torch.exp(d_hh * scale).sum() - n
-        k_xx = torch.exp(d_xx * scale).sum() - n
-        k_hx = torch.exp(d_hx * scale).sum()
-        total = total + (k_hh + k_xx) / (n * (n - 1)) - 2.0 * k_hx / (n * n)
-    return total
+    dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+    with torch.autocast(x.device.type, enabled=False):
+        x_hat_c, x_c = x_hat.to(dtype), x.to(dtype)
+        sigma2 = gaussian_bandwidths(x_hat_c, x_c, alphas)
+        scales = torch.stack([-0.5 / s for s in sigma2]).detach().cpu().double()
+        return _MMD2.apply(x_hat_c, x_c, scales).to(x_hat.dtype)
 
 
 def reconstruction_loss(

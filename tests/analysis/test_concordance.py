@@ -12,6 +12,8 @@ from mmesid_cli.analysis.concordance import (
     Cases,
     ConcordanceConfig,
     PairCounts,
+    RankOrder,
+    _count,
     build_cases,
     codebooks_from_tensors,
     concordance,
@@ -37,7 +39,7 @@ def brute_force(a: np.ndarray, b: np.ndarray) -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("n", [2, 3, 7, 12])
+@pytest.mark.parametrize("n", [2, 3, 7, 12, 64, 65])  # 64: one-word path's edge; 65: sets
 def test_pair_counts_match_brute_force_and_scipy_with_ties(n: int) -> None:
     rng = np.random.default_rng(n)
     # few distinct values: many ties in a, in b and in both, and some all-tied rows
@@ -59,6 +61,21 @@ def test_pair_counts_match_brute_force_and_scipy_with_ties(n: int) -> None:
         else:
             assert tau_b[row] == pytest.approx(expected, abs=1e-12)
     assert np.isnan(tau_b[0])
+
+
+@pytest.mark.parametrize("n", [2, 5, 33, 63, 64])
+def test_one_word_path_equals_the_bitset_path(n: int) -> None:
+    """RankOrder (n <= 64) and OrderSets count the same pairs, ties and equal keys included."""
+    rng = np.random.default_rng(100 + n)
+    a = rng.integers(0, 6, size=(300, n)).astype(np.float32)
+    b = rng.standard_normal((300, n)).astype(np.float32)
+    b[:, ::3] = 0.5  # runs of ties in b
+    a_keys = rng.integers(0, 4 * n, size=(300, n))
+    b_keys = rng.integers(0, 2 * n, size=(300, n))
+    fast = RankOrder.of(a, a_keys).count(RankOrder.of(b, b_keys))
+    slow = _count(order_sets(a, a_keys), order_sets(b, b_keys))
+    for key in ("n", "concordant", "discordant", "ties_a", "ties_b", "ties_both"):
+        assert getattr(fast, key).tolist() == getattr(slow, key).tolist(), key
 
 
 def test_long_histories_use_wider_ranks() -> None:
@@ -302,5 +319,10 @@ def test_popcount_without_numpy_bitwise_count(monkeypatch) -> None:
     bitsets = rng.integers(0, 2**63, size=(5, 7, 2), dtype=np.uint64)
     expected = [sum(bin(int(v)).count("1") for v in row.reshape(-1)) for row in bitsets]
     assert popcount_sum(bitsets).tolist() == expected
+    a, b = rng.standard_normal((2, 40, 20))
+    counts = pair_counts(a, b)
     monkeypatch.delattr(np, "bitwise_count")
     assert popcount_sum(bitsets).tolist() == expected
+    again = pair_counts(a, b)  # the one-word path's popcount too
+    assert again.concordant.tolist() == counts.concordant.tolist()
+    assert again.discordant.tolist() == counts.discordant.tolist()

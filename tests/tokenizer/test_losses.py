@@ -81,6 +81,52 @@ def test_bandwidth_is_the_detached_mean_over_the_joined_batch() -> None:
     )
 
 
+@pytest.mark.parametrize("alphas", [(0.5,), (0.25, 1.0)])
+def test_mmd_backward_equals_autograd_of_the_plain_formula(alphas: tuple[float, ...]) -> None:
+    """The hand-written backward against autograd through cdist, for x̂ and x both."""
+    g = torch.Generator().manual_seed(5)
+    x_hat = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    x = (torch.randn(7, 3, generator=g, dtype=torch.float64) + 0.4).requires_grad_()
+    weights = torch.randn((), generator=g, dtype=torch.float64)  # a non-unit upstream grad
+    (weights * mmd2(x_hat, x, alphas)).backward()
+    sigma2 = [s.detach() for s in gaussian_bandwidths(x_hat, x, alphas)]
+
+    def plain(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n = h.shape[0]
+        total = h.new_zeros(())
+        for s2 in sigma2:
+            k = lambda a, b: torch.exp(-torch.cdist(a, b).pow(2) / (2 * s2))  # noqa: E731
+            same = (k(h, h).sum() - n + k(y, y).sum() - n) / (n * (n - 1))
+            total = total + same - 2 * k(h, y).sum() / n**2
+        return total
+
+    h, y = x_hat.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    (weights * plain(h, y)).backward()
+    assert torch.allclose(x_hat.grad, h.grad, atol=1e-12)
+    assert torch.allclose(x.grad, y.grad, atol=1e-12)
+
+
+def test_mmd_near_zero_keeps_float64_accuracy_in_float32() -> None:
+    """MMD² ≈ 0 is a small difference of large sums: float32 inputs, float64 sums."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(512, 64, generator=g, dtype=torch.float64)
+    x_hat = x + 1e-3 * torch.randn(512, 64, generator=g, dtype=torch.float64)
+    exact = float(mmd2(x_hat, x))
+    got = float(mmd2(x_hat.float(), x.float()))
+    assert abs(got - exact) <= 1e-3 * abs(exact)
+
+
+def test_mmd_of_half_precision_inputs_is_computed_in_float32() -> None:
+    g = torch.Generator().manual_seed(7)
+    x_hat = torch.randn(16, 8, generator=g).bfloat16().requires_grad_()
+    x = torch.randn(16, 8, generator=g).bfloat16()
+    value = mmd2(x_hat, x)
+    value.backward()
+    expected = mmd2(x_hat.detach().float(), x.float())
+    assert value.dtype == torch.bfloat16 and x_hat.grad.dtype == torch.bfloat16
+    assert float(value.detach()) == pytest.approx(float(expected), rel=1e-2)
+
+
 def test_mmd_gradient_treats_the_bandwidth_as_a_constant() -> None:
     g = torch.Generator().manual_seed(3)
     x_hat = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
