@@ -65,7 +65,13 @@ def evaluate(
     per_user: Path | None = typer.Option(
         None, "--per-user", help="Write each evaluated user's target and its 0-based rank as JSONL."
     ),
-    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Users scored per matmul."),
+    batch_size: int | None = typer.Option(
+        None,
+        "--batch-size",
+        min=1,
+        help="Users scored per matmul (default 256; 32 for a run on a CPU, the LLM's own chunk, "
+        "so progress moves).",
+    ),
     max_users: int | None = typer.Option(
         None,
         "--max-users",
@@ -126,6 +132,13 @@ def evaluate(
         if max_users < 1:
             raise UserError(f"--max-users must be at least 1, got {max_users}")
         n_users = min(n_users, max_users)
+    if batch_size is None:
+        import torch
+
+        on_gpu = device != "cpu" and torch.cuda.is_available()
+        # A run scores 32 users per LLM pass on a CPU: batches of 32 cost the same and let
+        # the bar move every few seconds instead of once per minute (ranks do not change).
+        batch_size = 32 if run_dir is not None and not on_gpu else 256
     with progress() as bar:
         task = bar.add_task(f"ranking {item_table.__len__():,} items", total=n_users)
         result = evaluate_scorer(

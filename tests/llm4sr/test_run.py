@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +140,21 @@ def test_cli_evaluate_of_a_run_equals_a_per_user_loop(run, files, tmp_path):
     assert len(got) == len(sequences.user_ids)
     metrics = json.loads(report.read_text())["metrics"]
     assert metrics["HR@10"] == pytest.approx(expected_hits / len(got))
+
+
+def test_cli_evaluate_of_a_run_logs_its_progress(run, files, tmp_path, capsys):
+    """In a log (stderr not a terminal) the ranking ends in a timestamped progress line."""
+    from tests.conftest import run_cli
+
+    code = run_cli(
+        "evaluate", run[0], "--sequences", files.sequences, "--items", files.items,
+        "--device", "cpu",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    n_users = len(Path(files.sequences).read_text().splitlines())  # every tiny user is eligible
+    pattern = rf"\d\d:\d\d:\d\d ranking 30 items: {n_users}/{n_users} \(100%\), .* done"
+    assert re.search(pattern, err), err
 
 
 class _CharTokenizer:
