@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from mmesid_cli.analysis.spaces import RUN_PARTS
 from mmesid_cli.artifacts.atomic import check_outputs
 from mmesid_cli.cli.console import console, out
 from mmesid_cli.cli.options import SEED_MAX, non_negative
@@ -17,108 +18,14 @@ from mmesid_cli.errors import UserError
 
 def _read_matrices(spec: str, sids: Path | None) -> list[tuple[str, np.ndarray, str, dict]]:
     """(name, N × d matrix, stored dtype, info) for one ``FILE[:NAME]`` source."""
-    from mmesid_cli.cli.concordance import read_any_weights, split_spec
+    from mmesid_cli.analysis.spaces import read_matrices
+    from mmesid_cli.cli.concordance import split_spec
 
     path, name = split_spec(spec)
-    if path.is_dir():
-        return [_run_tokens(path, name)]
-    suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        from mmesid_cli.artifacts.embeddings import read_embeddings
-
-        embeddings = read_embeddings(path, None if name is None else [name])
-        found = []
-        for modality, table in embeddings.tables.items():
-            values, info = table.values, {"source": str(path), "table": modality}
-            if table.present is not None and not table.present.all():
-                values = values[table.present]  # items without an input have no embedding
-                info["absent_rows_dropped"] = int((~table.present).sum())
-            found.append((f"{path.name}:{modality}", values, "float32", info))
-        return found
-    if suffix == ".safetensors":
-        if name is None:
-            raise UserError(
-                "name a tensor (FILE.safetensors:TENSOR) or a modality with --sids", path=path
-            )
-        weights = read_any_weights(path)
-        if name in weights.tensors:
-            tensor = weights.tensors[name]
-            if tensor.ndim != 2:
-                raise UserError(
-                    f"tensor {name!r} has shape {tuple(tensor.shape)}, expected 2-D", path=path
-                )
-            import torch
-
-            matrix = tensor.detach().to(torch.float32).numpy()
-            dtype = str(tensor.dtype).removeprefix("torch.")
-            info = {"source": str(path), "tensor": name, "stored_dtype": str(tensor.dtype)}
-            return [(f"{path.name}:{name}", matrix, dtype, info)]
-        if any(t.startswith(f"codebook.{name}.") for t in weights.tensors):
-            return [_sid_space(path, name, sids)]
-        some = ", ".join(sorted(weights.tensors)[:8])
-        raise UserError(f"has no tensor or codebook named {name!r} (tensors: {some}, …)", path=path)
-    if not path.exists():
-        raise UserError("not found", path=path)
-    raise UserError(
-        "expected an .h5 embeddings file, a .safetensors file or a finetune run directory",
-        path=path,
-    )
-
-
-RUN_PARTS = "tokens (x_i, the default), <modality>.projection (W_m e_m) or <modality>.sid (S_m)"
-
-
-def _run_tokens(run_dir: Path, part: str | None) -> tuple[str, np.ndarray, str, dict]:
-    """The item tokens a fine-tuned run feeds its LLM, or one of the MLP's inputs: (N, H)."""
-    from mmesid_cli.llm4sr.model import item_token_inputs, item_tokens
-    from mmesid_cli.llm4sr.run import load_run
-
-    if not (run_dir / "config.json").is_file():
-        raise UserError("is a directory but not a finetune run (no config.json)", path=run_dir)
-    part = part or "tokens"
-    with console.status(f"loading the run {run_dir}"):
-        model = load_run(run_dir, device="cpu")
-    if part == "tokens":
-        matrix = item_tokens(model)
-    else:
-        inputs = item_token_inputs(model)
-        if part not in inputs:
-            raise UserError(
-                f"has no item-token part {part!r}; parts: tokens, {', '.join(inputs)}",
-                path=run_dir,
-            )
-        matrix = inputs[part]
-    spec = model.config["model"]  # type: ignore[attr-defined]
-    info = {
-        "source": str(run_dir),
-        "run_part": part,
-        "modalities": spec.get("modalities"),
-        "sid_init": spec.get("sid_init"),
-    }
-    return f"{run_dir.name}:{part}", matrix, "float32", info
-
-
-def _sid_space(path: Path, modality: str, sids: Path | None) -> tuple[str, np.ndarray, str, dict]:
-    """The SID-space vector of every item of ``sids``: the sum of its codewords."""
-    from mmesid_cli.analysis.concordance import sid_space_tables
-    from mmesid_cli.artifacts.sids import check_made_by, read_sids
-    from mmesid_cli.cli.concordance import codes_for_codebooks, read_codebooks
-
-    if sids is None:
-        raise UserError(f"the SID space of {modality!r} needs --sids (the items' codes)", path=path)
-    books = read_codebooks(path)[modality]
-    check_made_by(sids, path)
-    sid_file = read_sids(sids)
-    codes = sid_file.modality(modality, sids)
-    codes = codes_for_codebooks(codes, sid_file.attrs.get(modality, {}), len(books), modality, sids)
-    for level, book in enumerate(books, start=1):
-        if codes[:, level - 1].max() >= book.shape[0]:
-            raise UserError(
-                f"codes {modality!r} exceed the {book.shape[0]} codes of level {level}", path=sids
-            )
-    matrix = sid_space_tables(books, codes)[-1]
-    info = {"source": str(path), "sids": str(sids), "modality": modality, "levels": len(books)}
-    return f"{path.name}:{modality} (SID space)", matrix, "float32", info
+    if path.is_dir() and (path / "config.json").is_file():
+        with console.status(f"loading the run {path}"):
+            return read_matrices(path, name, sids)
+    return read_matrices(path, name, sids)
 
 
 def _available_bytes() -> int:

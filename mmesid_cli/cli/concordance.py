@@ -1,8 +1,9 @@
 """``mmesid concordance``: formula 9 between the pretrained space and SID spaces or other tables.
 
-Reads the files, aligns every table to the embeddings' item rows by item id, calls
-:mod:`mmesid_cli.analysis.concordance`, prints the comparison table and writes the report.
-The readers here are shared with ``mmesid collapse``.
+Parses the options, reads the spaces in the embeddings' item rows
+(:mod:`mmesid_cli.analysis.spaces`), calls :mod:`mmesid_cli.analysis.concordance`, prints the
+comparison table and writes the report. ``FILE[:NAME]`` parsing and the plot helpers are
+shared with ``mmesid collapse``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import typer
 
+from mmesid_cli.analysis.spaces import Source, default_modalities, load_sources
 from mmesid_cli.artifacts.atomic import check_outputs
 from mmesid_cli.cli.console import console, out, progress
 from mmesid_cli.cli.options import SEED_MAX, open_unit
@@ -39,91 +40,7 @@ PLOT_FORMATS = ("png", "pdf", "svg")
 
 
 # ---------------------------------------------------------------------------------------------
-# Readers shared with `mmesid collapse`
-
-
-def read_any_weights(path: Path):
-    """Any mmesid safetensors file (a tokeniser, the SID tables a finetune run exports, …)."""
-    from mmesid_cli.artifacts.weights import read_metadata, read_weights
-
-    fmt = read_metadata(path).get("format") or ""
-    if not fmt.startswith("mmesid."):
-        shown = f"format {fmt!r}" if fmt else "no format tag"
-        raise UserError(f"expected an mmesid safetensors file, found {shown}", path=path)
-    return read_weights(path, kind=fmt.removeprefix("mmesid."))
-
-
-def tensors_as_numpy(weights) -> dict[str, np.ndarray]:
-    import torch
-
-    return {name: t.detach().to(torch.float32).numpy() for name, t in weights.tensors.items()}
-
-
-def read_codebooks(path: Path) -> dict[str, list[np.ndarray]]:
-    """modality -> level codebooks (K × e_dim) from tensors ``codebook.<modality>.<level>``."""
-    from mmesid_cli.analysis.concordance import codebooks_from_tensors
-
-    weights = read_any_weights(path)
-    try:
-        books = codebooks_from_tensors(
-            {k: v for k, v in tensors_as_numpy(weights).items() if k.startswith("codebook.")}
-        )
-    except ValueError as exc:
-        raise UserError(str(exc), path=path) from None
-    if not books:
-        raise UserError("holds no codebook.<modality>.<level> tensors", path=path)
-    for modality, levels in books.items():
-        for level, book in enumerate(levels, start=1):
-            if not np.isfinite(book).all():
-                raise UserError(f"codebook.{modality}.{level} holds NaN or infinity", path=path)
-    return books
-
-
-def align_rows(
-    item_ids: list[str], source_ids: list[str], path: Path, reference: Path, needed: np.ndarray
-) -> np.ndarray:
-    """For each of ``item_ids``, its row in ``source_ids`` (−1 if absent).
-
-    An absent item among the ``needed`` rows (the items the sequences use) is an error.
-    """
-    index = {item: row for row, item in enumerate(source_ids)}
-    rows = np.fromiter((index.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
-    missing = needed[rows[needed] < 0]
-    if missing.size:
-        raise UserError(
-            f"item {item_ids[int(missing[0])]!r} of {reference.name} is not in this file "
-            f"({missing.size} of the {needed.size} items in the sequences are missing)",
-            path=path,
-        )
-    return rows
-
-
-def aligned_codes(
-    path: Path, item_ids: list[str], reference: Path, needed: np.ndarray
-) -> dict[str, tuple[np.ndarray, dict[str, object]]]:
-    """modality -> ((N, L) codes in the row order of ``item_ids``, the dataset's attrs)."""
-    from mmesid_cli.artifacts.sids import read_sids
-
-    sids = read_sids(path)
-    rows = align_rows(item_ids, sids.item_ids, path, reference, needed)
-    safe = np.where(rows >= 0, rows, 0)  # unused items: any valid row
-    return {m: (codes[safe], sids.attrs.get(m, {})) for m, codes in sids.codes.items()}
-
-
-def codes_for_codebooks(
-    codes: np.ndarray, attrs: dict[str, object], levels: int, modality: str, path: Path
-) -> np.ndarray:
-    """The first ``levels`` code columns; a deduplication suffix column (``tokenize --dedup
-    suffix``) has no codebook and is dropped. Fewer columns, or unexplained extra ones, are
-    errors."""
-    if codes.shape[1] == levels:
-        return codes
-    if codes.shape[1] == levels + 1 and attrs.get("dedup") == "suffix":
-        return codes[:, :levels]
-    raise UserError(
-        f"codes {modality!r} have {codes.shape[1]} levels but the codebook file has {levels}",
-        path=path,
-    )
+# Option parsing and plot output shared with `mmesid collapse`
 
 
 def split_spec(spec: str) -> tuple[Path, str | None]:
@@ -165,46 +82,6 @@ def save_figure(figure, path: Path) -> None:
 # Spaces to compare
 
 
-@dataclass
-class Source:
-    """One compared space: codebooks + codes (a table per prefix level) or a candidate table.
-
-    Tables are in the embeddings' row order; SID-space tables are built when asked for, one
-    modality at a time, so only one modality's tables are held at once.
-    """
-
-    label: str
-    kind: str  # "codebook" | "candidate"
-    info: dict[str, object]
-    codebooks: dict[str, tuple[list[np.ndarray], np.ndarray]] = field(default_factory=dict)
-    candidates: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
-    modality: str | None = None  # candidate FILE:NAME: its one table, compared with every modality
-
-    def covers(self, modality: str) -> bool:
-        return (
-            self.modality is not None or modality in self.codebooks or modality in self.candidates
-        )
-
-    def tables(self, modality: str) -> tuple[list[np.ndarray], np.ndarray | None]:
-        """The tables to compare with reference ``modality`` (one per level) and their mask."""
-        from mmesid_cli.analysis.concordance import sid_space_tables
-
-        if self.kind == "codebook":
-            books, codes = self.codebooks[modality]
-            return sid_space_tables(books, codes), None
-        table, present = self.candidates[self.modality or modality]
-        return [table], present
-
-
-def _default_label(path: Path, taken: set[str]) -> str:
-    generic = {"tokenizer", "sid_tables", "sids", "embeddings", "heads", "run"}
-    label = path.parent.name if path.stem in generic and path.parent.name else path.stem
-    base, number = label, 2
-    while label in taken:
-        label, number = f"{base}#{number}", number + 1
-    return label
-
-
 def _load_sources(
     codebooks: list[Path],
     sids: list[Path],
@@ -214,6 +91,7 @@ def _load_sources(
     embeddings: Path,
     needed: np.ndarray,
 ) -> list[Source]:
+    """Check the options that name the spaces, then read them (mmesid_cli.analysis.spaces)."""
     if codebooks and not sids:
         raise UserError("--codebook needs --sids (the codes of the items)")
     if sids and not codebooks:
@@ -230,78 +108,8 @@ def _load_sources(
         )
     if len(set(labels)) != len(labels):
         raise UserError("--label values must be distinct")
-    from mmesid_cli.artifacts.embeddings import read_embeddings
-    from mmesid_cli.artifacts.sids import check_made_by
-
-    sources: list[Source] = []
-    taken: set[str] = set()
-    codes_cache: dict[Path, dict[str, tuple[np.ndarray, dict[str, object]]]] = {}
-    for i, book_path in enumerate(codebooks):
-        sid_path = sids[i if len(sids) > 1 else 0]
-        books = read_codebooks(book_path)
-        check_made_by(sid_path, book_path)
-        if sid_path not in codes_cache:
-            codes_cache[sid_path] = aligned_codes(sid_path, item_ids, embeddings, needed)
-        codes = codes_cache[sid_path]
-        label = labels[i] if labels else _default_label(book_path, taken)
-        source = Source(
-            label=label,
-            kind="codebook",
-            info={"codebook": str(book_path), "sids": str(sid_path), "modalities": {}},
-        )
-        for modality, levels in books.items():
-            if modality not in codes:
-                continue
-            code = codes_for_codebooks(*codes[modality], len(levels), modality, sid_path)
-            for level, book in enumerate(levels, start=1):
-                top = int(code[needed, level - 1].max()) if needed.size else 0
-                if top >= book.shape[0]:
-                    raise UserError(
-                        f"codes {modality!r} use code {top} at level {level} but "
-                        f"{book_path.name} has {book.shape[0]} codes there",
-                        path=sid_path,
-                    )
-            # items the sequences never use may hold any code; clip them into range
-            source.codebooks[modality] = (levels, np.minimum(code, [len(b) - 1 for b in levels]))
-            source.info["modalities"][modality] = {  # type: ignore[index]
-                "levels": len(levels),
-                "codebook_sizes": [int(b.shape[0]) for b in levels],
-                "code_dim": int(levels[0].shape[1]),
-            }
-        if not source.codebooks:
-            raise UserError(
-                f"no modality has both codebooks in {book_path.name} and codes in {sid_path.name} "
-                f"(codebooks: {sorted(books)}, codes: {sorted(codes)})",
-                path=book_path,
-            )
-        taken.add(label)
-        sources.append(source)
-    for j, spec in enumerate(candidates):
-        path, name = split_spec(spec)
-        table_file = read_embeddings(path, None if name is None else [name])
-        rows = align_rows(item_ids, table_file.item_ids, path, embeddings, needed)
-        safe = np.where(rows >= 0, rows, 0)
-        if labels:
-            label = labels[len(codebooks) + j]
-        else:
-            label = _default_label(path, taken) + ("" if name is None else f":{name}")
-        source = Source(
-            label=label,
-            kind="candidate",
-            info={"file": str(path), "modality": name, "dims": {}},
-            modality=name,
-        )
-        for modality, table in table_file.tables.items():
-            present = None if table.present is None else table.present[safe]
-            source.candidates[modality] = (table.values[safe], present)
-            source.info["dims"][modality] = table.dim  # type: ignore[index]
-        taken.add(label)
-        sources.append(source)
-    return sources
-
-
-def _default_modalities(available: list[str], sources: list[Source]) -> list[str]:
-    return [m for m in available if all(s.covers(m) for s in sources)]
+    specs = [split_spec(spec) for spec in candidates]
+    return load_sources(codebooks, sids, specs, labels, item_ids, embeddings, needed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +244,7 @@ def concordance_command(
     sources = _load_sources(
         codebooks, sid_files, candidates, list(label or []), reference.item_ids, embeddings, needed
     )
-    modalities = list(modality) if modality else _default_modalities(available, sources)
+    modalities = list(modality) if modality else default_modalities(available, sources)
     if not modalities:
         raise UserError(
             "no modality is covered by the embeddings and every compared space "
