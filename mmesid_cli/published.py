@@ -1,6 +1,7 @@
 """Published figures that mmesid's reports print beside their own (never used in computation).
 
-Sources: design.md's table of published Beauty numbers (each under its own protocol) and the
+Sources: the table of published Beauty numbers in docs/method.md §6 (each under its own
+protocol, with where it was published) and the
 MME-SID paper's Kendall tau figures (docs/method.md §1, *paper, unverified*).
 """
 
@@ -25,7 +26,7 @@ def _row(system: str, r5: float, r10: float | None, n5: float, n10: float | None
     return PublishedRanking(system, metrics, protocol)
 
 
-# Amazon Beauty (2014, 5-core, leave-one-out), from design.md.
+# Amazon Beauty (2014, 5-core, leave-one-out); sources in docs/method.md §6.
 RANKING = {
     "beauty": [
         _row("TIGER (paper)", 0.0454, 0.0648, 0.0321, 0.0384, "beam search over SIDs"),

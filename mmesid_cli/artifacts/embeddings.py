@@ -1,4 +1,4 @@
-"""``embeddings.h5``: one row per item, one table per modality (design.md, Files).
+"""``embeddings.h5``: one row per item, one table per modality (docs/formats.md).
 
 Layout: ``/item_ids`` (N UTF-8 strings, the row order of every table),
 ``/embeddings/<modality>`` (N × d float32, attrs: encoder, source, normalised, …),

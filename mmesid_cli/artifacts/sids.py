@@ -1,4 +1,4 @@
-"""``sids.h5``: the semantic ID of every item under each modality (design.md, Files).
+"""``sids.h5``: the semantic ID of every item under each modality (docs/formats.md).
 
 Layout: ``/item_ids`` (N UTF-8 strings), ``/codes/<modality>`` (N × L int, one column per
 level) with attrs (codebook size, collision statistics). Root attrs ``format =

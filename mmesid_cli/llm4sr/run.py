@@ -1,4 +1,4 @@
-"""Build the model, and save / load a ``finetune`` run directory (design.md, Files).
+"""Build the model, and save / load a ``finetune`` run directory (docs/formats.md).
 
 A run directory holds the best model of a training run:
 

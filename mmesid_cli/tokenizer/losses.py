@@ -115,7 +115,7 @@ class _MMD2(torch.autograd.Function):
 
 
 def mmd2(x_hat: torch.Tensor, x: torch.Tensor, alphas: Sequence[float] = (0.5,)) -> torch.Tensor:
-    """Unbiased squared MMD between two batches, Gaussian kernel(s) (method.md §3).
+    """Unbiased squared MMD between two batches, Gaussian kernel(s) (docs/method.md §3).
 
         MMD² = 1/(n(n−1)) Σ_{i≠j} k(x̂_i, x̂_j) + 1/(n(n−1)) Σ_{i≠j} k(x_i, x_j)
                − 2/n² Σ_{i,j} k(x̂_i, x_j),           k(a, b) = Σ_α exp(−‖a − b‖² / (2σ_α²))
