@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -70,14 +69,6 @@ def _sinkhorn_levels(text: str) -> tuple[int, ...]:
     if text == "last":
         return (-1,)
     return _ints(text, "--sinkhorn-levels")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tokenize(
@@ -277,10 +268,11 @@ def tokenize(
 
     from mmesid_cli.artifacts.embeddings import list_modalities, read_embeddings
     from mmesid_cli.artifacts.reports import environment, write_report
-    from mmesid_cli.artifacts.sids import Sids, write_sids
+    from mmesid_cli.artifacts.sids import write_sids
+    from mmesid_cli.encoders import file_sha256
     from mmesid_cli.tokenizer import serialize
     from mmesid_cli.tokenizer.config import PRESETS, REFERENCE_BETA, preset_config
-    from mmesid_cli.tokenizer.stats import dedup_suffix, encode_items, modality_report
+    from mmesid_cli.tokenizer.stats import build_sids
     from mmesid_cli.tokenizer.train import ItemInputs, train
 
     if threads is not None:
@@ -476,43 +468,26 @@ def tokenize(
 
     # --- encode every item, measure, write ---------------------------------------------------
     assert model is not None
-    codes = encode_items(model, data.inputs, config.batch_size, run_device)
-    figures = {}
-    for m in wanted:
-        rows = data.rows(m)
-        figures[m] = modality_report(
-            model, m, data.inputs[m][rows], codes[m][rows], config.batch_size, run_device
-        )
-        figures[m]["items_without_input"] = n_items - int(rows.size)
-    if dedup is Dedup.suffix:
-        codes = {m: dedup_suffix(c) for m, c in codes.items()}
-
-    tokenizer_file = tokenizer if encode_only else tok_path
-    attrs = {}
-    for m in wanted:
-        f = figures[m]
-        attrs[m] = {
-            "codebook_size": config.codebook_size,
-            "levels": config.levels,
-            "dedup": dedup.value,
-            "unique_sid_fraction": f["unique_sid_fraction"],
-            "collision_rate": f["collision_rate"],
-            "largest_collision_group": f["largest_collision_group"],
-        }
-    sids_file = Sids(
-        item_ids=emb.item_ids,
-        codes=codes,
-        attrs=attrs,
+    sids_file, figures = build_sids(
+        model,
+        data,
+        emb.item_ids,
+        wanted,
+        config.batch_size,
+        run_device,
+        dedup.value,
         file_attrs={
             "tokenizer_digest": serialize.tokenizer_digest(model),
-            "embeddings_sha256": _sha256(embeddings),
+            "embeddings_sha256": file_sha256(embeddings),
         },
     )
+    tokenizer_file = tokenizer if encode_only else tok_path
     report = {
         "mode": "encode" if encode_only else "train",
         "embeddings_file": str(embeddings),
         "tokenizer_file": str(tokenizer_file),
         "sids_file": str(sids_path),
+        "tokenizer_digest": sids_file.file_attrs["tokenizer_digest"],
         "preset": preset_name,
         "preset_values": PRESETS.get(preset_name, {}),
         "config": {**config.to_dict(), "input_dims": dict(model.input_dims)},

@@ -8,11 +8,17 @@ decoder outputs against the inputs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from mmesid_cli.tokenizer.losses import mmd2
 from mmesid_cli.tokenizer.rqvae import MMRQVAE
+
+if TYPE_CHECKING:
+    from mmesid_cli.artifacts.sids import Sids
+    from mmesid_cli.tokenizer.train import ItemInputs
 
 
 def level_stats(codes: np.ndarray, codebook_size: int) -> list[dict[str, float]]:
@@ -130,3 +136,48 @@ def modality_report(
         **collision_stats(codes),
         "levels": level_stats(codes, cfg.codebook_size),
     }
+
+
+def build_sids(
+    model: MMRQVAE,
+    data: ItemInputs,
+    item_ids: list[str],
+    modalities: list[str],
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+    dedup: str = "none",
+    file_attrs: dict[str, object] | None = None,
+) -> tuple[Sids, dict[str, dict[str, object]]]:
+    """Every item's SIDs, ready for ``sids.h5``, and the figures of each modality.
+
+    The figures (:func:`modality_report`) are measured on the items that have the modality's
+    input, on the codes before a ``dedup="suffix"`` column is appended; the collision
+    figures go into the file's attrs too. ``file_attrs``: the provenance to record.
+    """
+    from mmesid_cli.artifacts.sids import Sids
+
+    if dedup not in ("none", "suffix"):
+        raise ValueError(f"dedup must be 'none' or 'suffix', not {dedup!r}")
+    codes = encode_items(model, data.inputs, batch_size, device)
+    figures: dict[str, dict[str, object]] = {}
+    for m in modalities:
+        rows = data.rows(m)
+        figures[m] = modality_report(
+            model, m, data.inputs[m][rows], codes[m][rows], batch_size, device
+        )
+        figures[m]["items_without_input"] = len(item_ids) - int(rows.size)
+    if dedup == "suffix":
+        codes = {m: dedup_suffix(c) for m, c in codes.items()}
+    attrs: dict[str, dict[str, object]] = {
+        m: {
+            "codebook_size": model.config.codebook_size,
+            "levels": model.config.levels,
+            "dedup": dedup,
+            "unique_sid_fraction": figures[m]["unique_sid_fraction"],
+            "collision_rate": figures[m]["collision_rate"],
+            "largest_collision_group": figures[m]["largest_collision_group"],
+        }
+        for m in modalities
+    }
+    sids = Sids(item_ids=item_ids, codes=codes, attrs=attrs, file_attrs=dict(file_attrs or {}))
+    return sids, figures

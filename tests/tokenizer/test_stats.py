@@ -35,3 +35,33 @@ def test_dedup_suffix_makes_every_sid_unique_and_keeps_the_codes() -> None:
     assert np.array_equal(out[:, :2], codes)
     assert out[:, 2].tolist() == [0, 0, 1, 2, 1, 0]  # rank within the SID, in item order
     assert collision_stats(out)["collision_rate"] == 0.0
+
+
+def test_build_sids_encodes_measures_and_records_collisions() -> None:
+    import torch
+
+    from mmesid_cli.tokenizer.quantizer import nearest_codes
+    from mmesid_cli.tokenizer.stats import build_sids
+    from mmesid_cli.tokenizer.train import build_model
+    from tests.tokenizer.test_train import tiny_config, tiny_inputs
+
+    data = tiny_inputs(n=20)
+    model = build_model(tiny_config(), data.dims()).eval()
+    ids = [f"I{i}" for i in range(20)]
+    sids, figures = build_sids(model, data, ids, ["text"], dedup="suffix", file_attrs={"a": 1})
+    # Independent: the residual nearest-code search, level by level.
+    residual = model.latent("text", torch.from_numpy(data.inputs["text"]))
+    expected = []
+    for book in model.codebooks("text"):
+        codes = nearest_codes(residual, book)
+        expected.append(codes.numpy())
+        residual = residual - book[codes]
+    expected = np.stack(expected, axis=1)
+    np.testing.assert_array_equal(sids.codes["text"][:, :-1], expected)
+    np.testing.assert_array_equal(sids.codes["text"], dedup_suffix(expected))
+    assert sids.item_ids == ids and sids.file_attrs == {"a": 1}
+    collisions = collision_stats(expected)
+    assert sids.attrs["text"]["collision_rate"] == collisions["collision_rate"]
+    assert sids.attrs["text"]["dedup"] == "suffix" and figures["text"]["items_without_input"] == 0
+    with pytest.raises(ValueError, match="dedup"):
+        build_sids(model, data, ids, ["text"], dedup="prefix")
