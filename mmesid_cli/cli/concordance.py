@@ -194,7 +194,7 @@ def concordance_command(
           --codebook mmd/tokenizer.safetensors --sids mmd/sids.h5 \\
           --codebook mse/tokenizer.safetensors --sids mse/sids.h5 -o tau.json
 
-    Guide: docs/cli.md (concordance); formula 9: docs/method.md.
+    Guide: docs/cli.md (concordance); formula 9: docs/method.md §4.
     """
     started = time.perf_counter()
     codebooks, sid_files, candidates = list(codebook or []), list(sids or []), list(candidate or [])

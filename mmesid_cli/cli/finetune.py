@@ -234,7 +234,7 @@ def finetune(
           --tokenizer tok/tokenizer.safetensors --sids tok/sids.h5 -o runs/mmesid
 
     Guide: docs/cli.md (finetune); where the defaults depart from the paper:
-    docs/method.md.
+    docs/method.md §7.
     """
     from mmesid_cli.errors import UserError
     from mmesid_cli.llm4sr.backbone import DEFAULT_BACKBONE, DEFAULT_LORA_TARGETS, check_backbone

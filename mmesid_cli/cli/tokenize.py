@@ -261,7 +261,7 @@ def tokenize(
       mmesid tokenize new_items.h5 --tokenizer tok/tokenizer.safetensors \\
           --sids-out new_sids.h5
 
-    Guide: docs/cli.md (tokenize); the method: docs/method.md.
+    Guide: docs/cli.md (tokenize); the method: docs/method.md §3.
     """
     started = time.perf_counter()
     import torch
