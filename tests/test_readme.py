@@ -50,13 +50,18 @@ def test_readme_says_how_to_activate_the_environment() -> None:
 
 
 def test_every_readme_command_has_a_help() -> None:
-    """Each `mmesid` subcommand the READMEs show exists: its `--help` exits 0 as a user runs it."""
+    """Each `mmesid` subcommand the READMEs and the CLI guide show exists: its `--help` exits
+    0 as a user runs it."""
     import shutil
     import subprocess
     import sys
 
     commands: set[tuple[str, ...]] = set()
-    for path in (README, README.parent / "examples" / "README.md"):
+    for path in (
+        README,
+        README.parent / "examples" / "README.md",
+        README.parent / "docs" / "cli.md",
+    ):
         commands |= _mmesid_commands(path.read_text(encoding="utf-8"))
     assert {("tokenize",), ("finetune",), ("data", "import-amazon"), ("inspect",)} <= commands
     script = Path(sys.executable).with_name("mmesid")
