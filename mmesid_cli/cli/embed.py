@@ -328,6 +328,9 @@ def _encode_image(item_table, files, config):
 
 def _train_collab(plan, sequences_path, checkpoint, report_path, ids, provenance):
     """Train SASRec; return the collab table and a function that writes checkpoint + report."""
+    import hashlib
+
+    import numpy as np
     import torch
 
     from mmesid_cli.artifacts.embeddings import EmbeddingTable
@@ -387,8 +390,15 @@ def _train_collab(plan, sequences_path, checkpoint, report_path, ids, provenance
         "environment": environment(),
     }
 
+    # The collab table is SASRec's item table: both files record its digest, so a table and
+    # a checkpoint of two different trainings can be told apart.
+    values = result.model.item_table.detach().cpu().numpy().copy()
+    table_sha256 = hashlib.sha256(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+    content["item_table_sha256"] = table_sha256.hexdigest()
+
     def save() -> None:
-        save_sasrec(checkpoint, result.model, ids, extra={"training": asdict(train_config)})
+        extra = {"training": asdict(train_config), "item_table_sha256": table_sha256.hexdigest()}
+        save_sasrec(checkpoint, result.model, ids, extra=extra)
         write_report(report_path, "sasrec", content)
         console.print(f"wrote {checkpoint} and {report_path}")
 
@@ -402,8 +412,8 @@ def _train_collab(plan, sequences_path, checkpoint, report_path, ids, provenance
         "valid_NDCG@10": result.valid["NDCG@10"],
         "test_NDCG@10": result.test["NDCG@10"],
         "normalised": False,
+        "item_table_sha256": table_sha256.hexdigest(),
     }
-    values = result.model.item_table.detach().cpu().numpy().copy()
     return EmbeddingTable(values=values, attrs=attrs), save
 
 
