@@ -46,14 +46,22 @@ def mask_history(
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based pessimistic rank of each row's target among all columns: (B, N), (B,) → (B,)."""
+    """0-based pessimistic rank of each row's target among all columns: (B, N), (B,) → (B,).
+
+    One comparison pass over the scores, no copy of them. A NaN score counts as −inf, the
+    worst: a NaN elsewhere in the row compares false, so it never ranks above a finite
+    target; a NaN or −inf target ties with every NaN and −inf, so it ranks last (N − 1).
+    """
     targets = targets.to(scores.device).long()
-    # NaN compares false with everything: a NaN target would get rank −1 (NDCG = inf), so a
-    # NaN score counts as −inf, the worst (and, for a NaN target, a pessimistic tie).
-    scores = scores.nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-    target_scores = scores.gather(1, targets[:, None])
-    at_least = (scores >= target_scores).sum(dim=1)
-    return (at_least - 1).long()  # the target itself is counted once by >=
+    target_scores = scores.gather(1, targets[:, None])  # (B, 1)
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        # numpy's compare-and-count is 2-3x faster than torch's on a CPU
+        counted = np.count_nonzero(scores.numpy() >= target_scores.numpy(), axis=1)
+        at_least = torch.from_numpy(np.asarray(counted, dtype=np.int64))
+    else:
+        at_least = torch.count_nonzero(scores >= target_scores, dim=1)
+    worst = torch.isnan(target_scores[:, 0]) | (target_scores[:, 0] == -math.inf)
+    return torch.where(worst, scores.shape[1], at_least).long() - 1  # the target counts once
 
 
 def per_user_metrics(

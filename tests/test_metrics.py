@@ -140,3 +140,18 @@ def test_a_nan_target_score_ranks_last_not_first() -> None:
 def test_rank_targets_refuses_a_batch_size_below_one() -> None:
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         metrics.rank_targets(lambda b: torch.zeros(len(b), 3), [np.array([0])], [1], batch_size=0)
+
+
+def test_ranks_with_nan_and_infinite_scores_match_a_loop_that_reads_nan_as_minus_inf() -> None:
+    rng = np.random.default_rng(9)
+    scores = torch.as_tensor(rng.integers(0, 5, size=(200, 30)).astype(np.float32))
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    holes = torch.as_tensor(rng.random((200, 30)) < 0.15)
+    scores[holes] = specials[torch.as_tensor(rng.integers(0, 3, int(holes.sum())))]
+    targets = torch.as_tensor(rng.integers(0, 30, 200))
+    ranks = metrics.target_ranks(scores, targets)
+    for row in range(200):
+        values = [-math.inf if math.isnan(v) else v for v in scores[row].tolist()]
+        t = values[int(targets[row])]
+        expected = sum(v >= t for j, v in enumerate(values) if j != int(targets[row]))
+        assert int(ranks[row]) == expected, row

@@ -62,15 +62,21 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.dim, config.dim)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape  # (B, T, d)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False):
+        """(B, T, d) → (B, T, d), or (B, 1, d) for the last query alone (``last_only``)."""
+        b, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
+        if last_only:
+            q, allowed = q[:, -1:], allowed[:, :, -1:]
         # (B, T, d) -> (B, heads, T, d / heads)
-        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        q, k, v = (
+            z.reshape(b, z.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)
+            for z in (q, k, v)
+        )
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
         )
-        y = y.transpose(1, 2).reshape(b, t, d)
+        y = y.transpose(1, 2).reshape(b, q.shape[2], d)
         return self.proj(y)
 
 
@@ -96,8 +102,10 @@ class Block(nn.Module):
         self.ffn = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), allowed))
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False):
+        """(B, T, d) → (B, T, d); ``last_only``: the last position's output alone, (B, 1, d)."""
+        attended = self.drop(self.attn(self.ln_1(x), allowed, last_only))
+        x = (x[:, -1:] if last_only else x) + attended
         x = x + self.drop(self.ffn(self.ln_2(x)))
         return x
 
@@ -133,8 +141,12 @@ class SASRec(nn.Module):
         """The trained item embeddings, one row per item row 0 … N−1: (N, d)."""
         return self.item_emb.weight[1:]
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Hidden state after every position: (B, T) token ids, 0 = left pad → (B, T, d)."""
+    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden state after every position: (B, T) token ids, 0 = left pad → (B, T, d).
+
+        ``last_only``: the last position alone, (B, 1, d), as scoring needs; the last block
+        then runs its attention and feed-forward for that one query.
+        """
         b, t = tokens.shape
         if t > self.config.max_len:
             raise ValueError(f"sequence length {t} exceeds max_len {self.config.max_len}")
@@ -149,9 +161,13 @@ class SASRec(nn.Module):
         diagonal = torch.eye(t, dtype=torch.bool, device=tokens.device)
         allowed = (causal & real[:, None, :]) | diagonal  # (B, T, T)
         allowed = allowed.unsqueeze(1)  # (B, 1, T, T): the same mask for every head
-        for block in self.blocks:
-            x = block(x, allowed) * real.unsqueeze(-1)
-        return self.ln_f(x)  # (B, T, d)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if last_only and i == last:
+                x = block(x, allowed, last_only=True) * real[:, -1:].unsqueeze(-1)
+            else:
+                x = block(x, allowed) * real.unsqueeze(-1)
+        return self.ln_f(x)  # (B, T, d) or (B, 1, d)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of every item from hidden states: (…, d) → (…, N)."""
@@ -177,7 +193,7 @@ class SASRec(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            hidden = self(self.tokens_from_histories(histories))[:, -1]  # (B, d)
+            hidden = self(self.tokens_from_histories(histories), last_only=True)[:, -1]
             return self.logits(hidden)  # (B, N)
         finally:
             self.train(was_training)
