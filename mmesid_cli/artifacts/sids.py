@@ -106,10 +106,19 @@ def check_made_by(
         config = json.loads(read_metadata(tokenizer_path).get("config") or "{}")
     except json.JSONDecodeError:
         config = {}
-    digest = config.get("digest") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return
+    digest = config.get("digest")
     if made_by and digest and made_by != digest:
         raise UserError(
             f"was made by another tokeniser than {tokenizer_path} (files of two runs, or a "
             "run cut short); give the sids.h5 written with that tokeniser, or tokenise again",
+            path=sids_path,
+        )
+    trained_on = config.get("sids_tokenizer_digest")  # SID tables a finetune run exported
+    if made_by and trained_on and made_by != trained_on:
+        raise UserError(
+            f"is not the sids.h5 the run of {tokenizer_path} was trained with (its codes "
+            "index those tables); give the sids.h5 of that run",
             path=sids_path,
         )

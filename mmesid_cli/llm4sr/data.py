@@ -199,6 +199,9 @@ def load_inputs(
     sources = {"sequences": str(sequences_path), "embeddings": str(embeddings_path)}
     if use_sids:
         sources.update(tokenizer=str(tokenizer_path), sids=str(sids_path))
+        made_by = sids.file_attrs.get("tokenizer_digest")
+        if made_by:
+            sources["sids_tokenizer_digest"] = str(made_by)
     return FinetuneInputs(
         item_ids=emb.item_ids,
         sequences=sequences,

@@ -102,6 +102,8 @@ class ModelSpec:
     prefix_ids: list[int] = field(default_factory=list)
     suffix_ids: list[int] = field(default_factory=list)
     compute_dtype: str = ""  # what ``dtype`` resolved to on the training device
+    # the tokeniser digest sids.h5 recorded: the exported SID tables are indexed by its codes
+    sids_tokenizer_digest: str | None = None
 
     def fusion_temperature(self) -> float:
         if self.temperature is not None:
@@ -182,6 +184,7 @@ def build_model(
     spec.hidden, spec.n_items, spec.prompt_template = hidden, len(inputs.item_ids), template
     spec.prefix_ids, spec.suffix_ids = prefix, suffix
     spec.input_dims = {m: int(e.shape[1]) for m, e in inputs.embeddings.items()}
+    spec.sids_tokenizer_digest = inputs.sources.get("sids_tokenizer_digest")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the default initialisers of the new layers
     sids = {}
@@ -350,6 +353,8 @@ def save_model(folder: str | os.PathLike[str], model: MMESID, spec: ModelSpec, t
                 "e_dim": spec.hidden,
                 "input_dims": spec.input_dims,
                 "exported_from": "mmesid finetune",
+                # a reader given these tables with a sids.h5 checks it is the one trained on
+                "sids_tokenizer_digest": spec.sids_tokenizer_digest,
                 "sid_init": spec.sid_init,
                 "projected": {m: spec.table_dims[m] != spec.hidden for m in tables},
                 "note": "fine-tuned SID tables as used at the LLM input; where 'projected', "

@@ -37,6 +37,7 @@ class World:
     tok2: Path  # the same, another seed: its SIDs belong to another tokeniser
     collab: Path  # embed -m collab -o collab/emb.h5: sasrec.safetensors, sasrec_report.json
     run: Path  # a finetune run
+    run_tok: Path  # a finetune run on tok's tokeniser and SIDs
     llama: Path
     small_items: Path  # a catalogue of 20 of the 30 items
     small_sequences: Path
@@ -116,6 +117,38 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         )  # fmt: skip
         == 0
     )
+    run_tok = root / "run_tok"
+    assert (
+        run_cli(
+            "finetune",
+            "--sequences",
+            files.sequences,
+            "--embeddings",
+            files.embeddings,
+            "--tokenizer",
+            root / "tok" / "tokenizer.safetensors",
+            "--sids",
+            root / "tok" / "sids.h5",
+            "--model",
+            llama,
+            "-o",
+            run_tok,
+            "--max-steps",
+            "1",
+            "--warmup-steps",
+            "0",
+            "--eval-users",
+            "0",
+            "--batch-size",
+            "8",
+        )  # fmt: skip
+        == 0
+    )
+    # the pairs the mismatch cases spoil are accepted as they were written
+    for codebook, sids in ((root / "tok" / "tokenizer.safetensors", root / "tok" / "sids.h5"),
+                           (run_tok / "sid_tables.safetensors", root / "tok" / "sids.h5")):  # fmt: skip
+        args = ["--embeddings", files.embeddings, "-s", files.sequences, "--bootstrap", "0"]
+        assert run_cli("concordance", *args, "--codebook", codebook, "--sids", sids) == 0
     small = root / "small"
     small.mkdir()
     lines = files.items.read_text().splitlines()[:20]
@@ -135,6 +168,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         tok2=root / "tok2",
         collab=collab,
         run=run,
+        run_tok=run_tok,
         llama=llama,
         small_items=small / "items.jsonl",
         small_sequences=small / "sequences.jsonl",
@@ -702,6 +736,12 @@ def _concordance(
 def _(w: World, o: Path) -> Built:
     args = _concordance(w, o, w.tok / "tokenizer.safetensors", w.tok2 / "sids.h5")
     return args, ["tok2/sids.h5", "another tokeniser"], [o / "c.json"]
+
+
+@case("concordance", "run-tables-with-other-sids")
+def _(w: World, o: Path) -> Built:
+    args = _concordance(w, o, w.run_tok / "sid_tables.safetensors", w.tok2 / "sids.h5")
+    return args, ["tok2/sids.h5", "not the sids.h5 the run"], [o / "c.json"]
 
 
 @case("concordance", "wrong-kind-hdf5")
