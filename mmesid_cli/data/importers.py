@@ -19,6 +19,7 @@ import json
 import math
 import os
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,25 @@ def _int_sequences(path: Path) -> list[tuple[int, str, list[int]]]:
     return out
 
 
+def _csv_header(reader: csv.DictReader, path: Path) -> list[str] | None:
+    try:
+        return None if reader.fieldnames is None else list(reader.fieldnames)
+    except csv.Error as exc:
+        raise UserError(f"malformed CSV: {exc}", path=path, line=reader.line_num) from None
+
+
+def _csv_rows(reader: csv.DictReader, path: Path) -> Iterator[dict[str, str]]:
+    """The rows of ``reader``; a malformed row is a user error naming its line."""
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise UserError(f"malformed CSV: {exc}", path=path, line=reader.line_num) from None
+        yield record
+
+
 def import_amazon_txt(seq_path: Path, text_csv: Path | None = None) -> Imported:
     """MME-SID / E4SRec layout: items are ids 1…N, named by the CSV's ``asin`` when given."""
     rows = _int_sequences(seq_path)
@@ -117,12 +137,11 @@ def import_amazon_txt(seq_path: Path, text_csv: Path | None = None) -> Imported:
         # Titles may hold quoted newlines: parse the whole text, not split lines.
         reader = csv.DictReader(io.StringIO(_decode(text_csv, "item text CSV"), newline=""))
         need = {"asin", "title", "imUrl", "id"}
-        if reader.fieldnames is None or not need <= set(reader.fieldnames):
-            raise UserError(
-                f"expected CSV columns {sorted(need)}, found {reader.fieldnames}", path=text_csv
-            )
+        fields = _csv_header(reader, text_csv)
+        if fields is None or not need <= set(fields):
+            raise UserError(f"expected CSV columns {sorted(need)}, found {fields}", path=text_csv)
         by_id: dict[int, dict[str, object]] = {}
-        for record in reader:
+        for record in _csv_rows(reader, text_csv):
             try:
                 item = int(record["id"])
             except (TypeError, ValueError):
