@@ -151,7 +151,7 @@ def test_e4srec_style_baseline(tmp_path, llama, capsys):
         ("--output-head=image", "--output-head must be auto, id or one of collab, text"),
         ("--output-head=collab", "with fusion all heads score"),
         ("--head-lr=0", "--head-lr must be positive"),
-        ("--max-minutes=0", "--max-minutes must be positive"),
+        ("--max-minutes=0", "'--max-minutes': must be a positive number"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(case, message, tmp_path, llama, capsys):
