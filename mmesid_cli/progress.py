@@ -30,6 +30,9 @@ class Task:
     ) -> None:
         """Set what is done, the total or the description (``None`` leaves it as it is)."""
 
+    def close(self) -> None:
+        """The work is over: a display may drop the task (a log gets its last line)."""
+
     def __call__(self, n: float = 1) -> None:
         self.advance(n)
 

@@ -126,6 +126,14 @@ class _BarTask(library.Task):
         else:
             self.bar.update(self.id, **changes)
 
+    def close(self) -> None:
+        task = self.bar._tasks.get(self.id)
+        if task is None:
+            return
+        if self.bar.disable and task.completed not in (0, self.bar._reported.get(self.id)):
+            self.bar._line(self.bar.status(task))
+        self.bar.remove_task(self.id)
+
 
 def _clock(seconds: float | None) -> str:
     seconds = int(seconds or 0)

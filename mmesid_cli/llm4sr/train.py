@@ -467,6 +467,7 @@ def finetune(
             started = time.perf_counter()
             users = shown.task(f"validation at step {step}", total=len(cases))
             metrics = validate(core, cases, train.eval_batch_size, users)
+            users.close()
             seconds = time.perf_counter() - started
             log.append(
                 {

@@ -175,6 +175,7 @@ def train(
         model.to(dev)
         init = progress.task("k-means initialisation (modalities)", total=len(model.modalities))
         initialise_codebooks(model, data, dev, init)
+        init.close()
     else:
         tensors, optim_state, state = resume_from
         import_tensors(model, tensors)

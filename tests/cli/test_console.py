@@ -62,3 +62,17 @@ def test_the_library_default_reports_nothing() -> None:
     task = NO_PROGRESS.task("anything", total=3)
     assert isinstance(task, Task)
     task(2), task.update(completed=1, description="x"), NO_PROGRESS.note("ignored")
+
+
+def test_a_closed_task_leaves_the_display_after_its_last_line() -> None:
+    console, text = _log_console()
+    with Bar(console, interval=60.0) as bar:
+        task = bar.task("validation at step 100", total=8)
+        task(8)
+        task.close()
+        task.close()  # twice is harmless
+        assert bar.tasks == []
+    lines = text.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        "validation at step 100: 8/8 (100%), 0:00:00 elapsed, done"
+    )
