@@ -173,10 +173,17 @@ def main() -> None:
     for backward in (False, True):
         what = "forward+backward" if backward else "forward"
         s = compare_times(n, d, dev, ["mmesid", "cdist"], backward, args.repeats)
-        print(row(f"{what}, n={n}, d={d}, vs cdist form", s["mmesid"] * 1e3, s["cdist"] * 1e3, "ms"))
+        print(
+            row(f"{what}, n={n}, d={d}, vs cdist form", s["mmesid"] * 1e3, s["cdist"] * 1e3, "ms")
+        )
     s = compare_times(bn, bd, dev, ["mmesid", "broadcast"], False, max(3, args.repeats // 2))
     print(
-        row(f"forward, n={bn}, d={bd}, vs broadcast form", s["mmesid"] * 1e3, s["broadcast"] * 1e3, "ms")
+        row(
+            f"forward, n={bn}, d={bd}, vs broadcast form",
+            s["mmesid"] * 1e3,
+            s["broadcast"] * 1e3,
+            "ms",
+        )
     )
     ours_b = memory(bn, bd, dev, "mmesid", False, t)
     theirs_b = memory(bn, bd, dev, "broadcast", False, t)
@@ -187,7 +194,9 @@ def main() -> None:
         theirs = memory(n, md, dev, "cdist", backward, t)
         print(row(f"peak extra memory, {what}, n={n}, d={md}, vs cdist", ours, theirs, "MiB"))
     full = (2 * n) ** 2 * md * 4 / 1024**3
-    print(f"\nbroadcast form at n={n}, d={md}: its difference tensor alone is {full:.0f} GiB (not run)")
+    print(
+        f"\nbroadcast form at n={n}, d={md}: its difference tensor alone is {full:.0f} GiB (not run)"
+    )
     err = float32_error(n, 64)
     print(
         f"float32 relative error near MMD² = {err['value']:.2e} (n={n}, d=64, vs float64): "

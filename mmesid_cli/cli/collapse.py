@@ -12,8 +12,9 @@ import typer
 from mmesid_cli.analysis.spaces import RUN_PARTS
 from mmesid_cli.artifacts.atomic import check_outputs
 from mmesid_cli.cli.console import console, out
-from mmesid_cli.cli.options import SEED_MAX, non_negative
+from mmesid_cli.cli.options import SEED_MAX, non_negative, threads_option
 from mmesid_cli.errors import UserError
+from mmesid_cli.threads import use_threads
 
 
 def _read_matrices(spec: str, sids: Path | None) -> list[tuple[str, np.ndarray, str, dict]]:
@@ -83,6 +84,7 @@ def collapse_command(
     ),
     report: Path | None = typer.Option(None, "-o", "--out", help="Write the JSON report here."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw the spectra (.png/.pdf/.svg)."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Embedding collapse (docs/method.md §1): singular spectrum and rank of item matrices.
 
@@ -108,6 +110,7 @@ def collapse_command(
         raise UserError("--rtol must be 0 or more")
     require_plot(plot)
     check_outputs(report, plot)
+    threads = use_threads(threads)
     from mmesid_cli.analysis.collapse import random_projection, spectrum
 
     matrices = [m for spec in sources for m in _read_matrices(spec, sids)]
@@ -162,7 +165,7 @@ def collapse_command(
                 },
                 "rows": rows,
                 "seconds": time.perf_counter() - started,
-                "environment": environment(),
+                "environment": {**environment(), "threads": threads},
             },
         )
         console.print(f"wrote {report}")

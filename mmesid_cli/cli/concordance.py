@@ -20,8 +20,9 @@ import typer
 from mmesid_cli.analysis.spaces import Source, default_modalities, load_sources
 from mmesid_cli.artifacts.atomic import check_outputs
 from mmesid_cli.cli.console import console, out, progress
-from mmesid_cli.cli.options import SEED_MAX, open_unit
+from mmesid_cli.cli.options import SEED_MAX, open_unit, threads_option
 from mmesid_cli.errors import UserError
+from mmesid_cli.threads import available_cores, split_threads
 
 
 class Similarity(StrEnum):
@@ -172,8 +173,9 @@ def concordance_command(
         0.95, "--confidence", callback=open_unit, help="Level of the intervals."
     ),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the bootstrap."),
-    workers: int = typer.Option(
-        min(os.cpu_count() or 1, 8), "--workers", help="Threads working on chunks."
+    threads: int | None = threads_option("workers counting pairs"),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, hidden=True, help="Old name of --threads."
     ),
     chunk_mb: int = typer.Option(16, "--chunk-mb", help="Working memory per worker, MiB."),
     report: Path | None = typer.Option(None, "-o", "--out", help="Write the JSON report here."),
@@ -208,7 +210,6 @@ def concordance_command(
         raise UserError("--max-history must be at least --min-history")
     for option, value, least in (
         ("--bootstrap", bootstrap, 0),
-        ("--workers", workers, 1),
         ("--chunk-mb", chunk_mb, 1),
     ):
         if value < least:
@@ -234,7 +235,7 @@ def concordance_command(
         confidence=confidence,
         seed=seed,
         chunk_bytes=chunk_mb << 20,
-        workers=workers,
+        workers=split_threads(threads or workers or available_cores())[0],
     )
     available = list_modalities(embeddings)
     reference = read_embeddings(embeddings, list(modality) if modality else None)
@@ -349,7 +350,7 @@ def concordance_command(
                 "users": users,
                 "rows": rows,
                 "seconds": time.perf_counter() - started,
-                "environment": environment(),
+                "environment": {**environment(), "threads": config.workers},
             },
         )
         console.print(f"wrote {report}")

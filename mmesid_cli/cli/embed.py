@@ -19,9 +19,10 @@ from rich.table import Table
 
 from mmesid_cli.artifacts.atomic import check_outputs, committed_together
 from mmesid_cli.cli.console import console, out, progress
-from mmesid_cli.cli.options import SEED_MAX, positive
+from mmesid_cli.cli.options import SEED_MAX, positive, threads_option
 from mmesid_cli.cli.tables import print_titled
 from mmesid_cli.errors import UserError
+from mmesid_cli.threads import use_threads
 
 BUILT_IN = ("text", "image", "collab")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -85,9 +86,7 @@ def embed(
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."
     ),
-    threads: int | None = typer.Option(
-        None, "--threads", min=1, help="CPU threads for torch (default: all cores)."
-    ),
+    threads: int | None = threads_option(),
     sequences: Path | None = typer.Option(
         None,
         "--sequences",
@@ -178,7 +177,6 @@ def embed(
 
     Guide: docs/cli.md (embed).
     """
-    import torch
 
     from mmesid_cli.artifacts.embeddings import EmbeddingTable, add_tables, check_item_ids
     from mmesid_cli.data.records import read_items
@@ -191,8 +189,7 @@ def embed(
         report = report or out_path.with_name("sasrec_report.json")
     # Every output can be written: a run that could not save fails now, not after training.
     check_outputs(out_path, *((checkpoint, report) if trains_collab else ()))
-    if threads is not None:
-        torch.set_num_threads(threads)
+    threads = use_threads(threads)
     resolve_device(device)  # an unknown device fails now, not after an hour
     item_table = read_items(items)
     ids = item_table.ids

@@ -11,10 +11,11 @@ from rich.table import Table
 
 from mmesid_cli.artifacts.atomic import check_outputs, committed_together
 from mmesid_cli.cli.console import console, out, print_section, progress
-from mmesid_cli.cli.options import SEED_MAX
+from mmesid_cli.cli.options import SEED_MAX, threads_option
 from mmesid_cli.cli.tables import print_titled
 from mmesid_cli.errors import UserError
 from mmesid_cli.published import RANKING
+from mmesid_cli.threads import use_threads
 
 
 class Baseline(StrEnum):
@@ -84,6 +85,7 @@ def evaluate(
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."
     ),
+    threads: int | None = threads_option(),
 ) -> None:
     """Full-ranking HR/NDCG/MRR@K with the user's history masked, for a run or a baseline.
 
@@ -110,6 +112,7 @@ def evaluate(
     if baseline is Baseline.sasrec and checkpoint is None:
         raise UserError("--baseline sasrec needs --checkpoint sasrec.safetensors")
     check_outputs(json_out, per_user)
+    threads = use_threads(threads)
     if baseline is not Baseline.popularity:
         from mmesid_cli.encoders import resolve_device
 
@@ -190,7 +193,7 @@ def evaluate(
                         "run_dir": str(run_dir) if run_dir else None,
                         "checkpoint": str(checkpoint) if checkpoint else None,
                     },
-                    "environment": environment(),
+                    "environment": {**environment(), "threads": threads},
                 },
             )
             console.print(f"wrote {json_out}")

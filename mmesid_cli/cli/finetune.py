@@ -12,8 +12,15 @@ from rich.table import Table
 
 from mmesid_cli.artifacts.atomic import check_output
 from mmesid_cli.cli.console import console, out, progress
-from mmesid_cli.cli.options import SEED_MAX, non_negative, positive, probability
+from mmesid_cli.cli.options import (
+    SEED_MAX,
+    non_negative,
+    positive,
+    probability,
+    threads_option,
+)
 from mmesid_cli.cli.tables import print_titled
+from mmesid_cli.threads import use_threads
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -213,12 +220,7 @@ def finetune(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in -o."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even where a GPU exists."),
-    threads: int | None = typer.Option(
-        None,
-        "--threads",
-        help="CPU threads for torch (default: torch's). On a shared CPU, 1 can be several "
-        "times faster than oversubscribing.",
-    ),
+    threads: int | None = threads_option(),
 ) -> None:
     """Fine-tune an LLM with LoRA as the MME-SID recommender (docs/method.md §5).
 
@@ -269,12 +271,7 @@ def finetune(
     for name, value in (("--lr", lr), ("--head-lr", head_lr)):
         if not value > 0:
             raise UserError(f"{name} must be positive")
-    if threads is not None:
-        import torch
-
-        if threads < 1:
-            raise UserError("--threads must be at least 1")
-        torch.set_num_threads(threads)
+    threads = use_threads(threads)
     check_backbone(model)
     check_output(run_dir, folder=True)
     check_run_dir(run_dir, resume, overwrite)

@@ -40,3 +40,13 @@ def open_unit(value: float | None) -> float | None:
     if value is not None and not (0 < value < 1):
         raise typer.BadParameter(f"must be between 0 and 1 (exclusive), not {value}")
     return value
+
+
+def threads_option(what: str = "torch's intra-op threads") -> typer.models.OptionInfo:
+    """``--threads N``: one definition for every command that computes."""
+    return typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help=f"CPU threads ({what}); default: the cores this process may use.",
+    )

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from mmesid_cli.artifacts.atomic import check_output, check_outputs, committed_together
 from mmesid_cli.cli.console import console, out, progress
-from mmesid_cli.cli.options import SEED_MAX, non_negative, positive
+from mmesid_cli.cli.options import SEED_MAX, non_negative, positive, threads_option
 from mmesid_cli.errors import UserError
+from mmesid_cli.threads import use_threads
 
 
 class Preset(StrEnum):
@@ -243,9 +244,7 @@ def tokenize(
         "--resume",
         help="Continue from the checkpoint (same settings and embeddings; epochs and patience may change).",
     ),
-    threads: int | None = typer.Option(
-        None, "--threads", help="CPU threads for torch (default: torch's choice)."
-    ),
+    threads: int | None = threads_option(),
 ) -> None:
     """Train the multimodal MMD RQ-VAE (docs/method.md §3) and write semantic IDs.
 
@@ -275,8 +274,7 @@ def tokenize(
     from mmesid_cli.tokenizer.stats import build_sids
     from mmesid_cli.tokenizer.train import ItemInputs, train
 
-    if threads is not None:
-        torch.set_num_threads(max(1, threads))
+    threads = use_threads(threads)
     encode_only = tokenizer is not None
     tok_path = tokenizer_out or (
         out_dir / "tokenizer.safetensors" if out_dir and not encode_only else None

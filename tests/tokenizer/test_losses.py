@@ -95,7 +95,7 @@ def test_mmd_backward_equals_autograd_of_the_plain_formula(alphas: tuple[float, 
         n = h.shape[0]
         total = h.new_zeros(())
         for s2 in sigma2:
-            k = lambda a, b: torch.exp(-torch.cdist(a, b).pow(2) / (2 * s2))  # noqa: E731
+            k = lambda a, b, s2=s2: torch.exp(-torch.cdist(a, b).pow(2) / (2 * s2))  # noqa: E731
             same = (k(h, h).sum() - n + k(y, y).sum() - n) / (n * (n - 1))
             total = total + same - 2 * k(h, y).sum() / n**2
         return total
