@@ -95,10 +95,13 @@ def test_cli_popularity_report_and_compare(tiny_dataset, tmp_path: Path, capsys)
         per_user,
         "--k",
         "5,10",
+        "--threads",
+        "1",
     )
     assert code == 0
     report = json.loads(out.read_text())
     assert report["kind"] == "evaluate" and report["protocol"]["users"] == 40
+    assert report["environment"]["threads"] == 1
     assert set(report["metrics"]) == {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (5, 10)}
     ranks = [json.loads(line) for line in per_user.read_text().splitlines()]
     assert len(ranks) == 40 and {"user_id", "target", "rank"} <= set(ranks[0])

@@ -1,0 +1,36 @@
+"""Thread counts: the default is the process's affinity, never more workers × threads than asked."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from mmesid_cli.threads import available_cores, split_threads, use_threads
+
+
+def test_available_cores_follows_the_affinity_mask() -> None:
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no affinity mask on this platform")
+    assert available_cores() == len(os.sched_getaffinity(0))
+
+
+def test_use_threads_sets_torch_and_defaults_to_the_available_cores() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert use_threads(1) == 1 and torch.get_num_threads() == 1
+        assert use_threads() == available_cores() == torch.get_num_threads()
+        with pytest.raises(ValueError):
+            use_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("workers", [None, 1, 2, 16])
+def test_split_threads_never_oversubscribes(threads: int, workers: int | None) -> None:
+    n_workers, intra = split_threads(threads, workers)
+    assert n_workers >= 1 and intra >= 1 and n_workers * intra <= threads
+    if workers is None:
+        assert n_workers == threads
