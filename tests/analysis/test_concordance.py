@@ -127,8 +127,9 @@ def _oracle_taus(reference, other, cases, sim):
     return np.array(tau_a), np.array(tau_b)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("sim", ["cosine", "dot", "neg-l2"])
-def test_driver_matches_oracle_over_mixed_lengths_and_duplicates(sim: str) -> None:
+def test_driver_matches_oracle_over_mixed_lengths_and_duplicates(sim: str, workers: int) -> None:
     rng = np.random.default_rng(7)
     n_items = 40
     reference = rng.standard_normal((n_items, 5)).astype(np.float32)
@@ -139,11 +140,30 @@ def test_driver_matches_oracle_over_mixed_lengths_and_duplicates(sim: str) -> No
         rng.integers(0, 8 if u % 4 == 0 else n_items, rng.integers(3, 14)) for u in range(60)
     ]
     cases = build_cases(sequences, "all-positions")
-    counts = concordance(reference, {"other": other}, cases, ConcordanceConfig(similarity=sim))
+    config = ConcordanceConfig(similarity=sim, workers=workers, chunk_bytes=20_000)
+    counts = concordance(reference, {"other": other}, cases, config)
     tau_a, tau_b = _oracle_taus(reference, other, cases, sim)
     np.testing.assert_allclose(counts["other"].tau_a(), tau_a, atol=1e-12)
     np.testing.assert_allclose(counts["other"].tau_b(), tau_b, atol=1e-12)
     assert np.isnan(tau_b).sum() > 0  # the small-catalogue users produce all-tied cases
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_driver_matches_oracle_on_both_sides_of_the_one_word_limit(workers: int) -> None:
+    """Histories of 62-69 items: the one-word path (<= 64) and the bitset path (> 64)."""
+    rng = np.random.default_rng(8)
+    n_items = 120
+    reference = rng.standard_normal((n_items, 4)).astype(np.float32)
+    other = rng.standard_normal((n_items, 3)).astype(np.float32)
+    other[10:30] = other[10]  # ties
+    sequences = [rng.integers(0, n_items, 63 + u % 8) for u in range(24)]
+    cases = build_cases(sequences, "test")
+    assert {int(n) for n in cases.lengths} == set(range(62, 70))
+    config = ConcordanceConfig(workers=workers, chunk_bytes=50_000)
+    counts = concordance(reference, {"other": other}, cases, config)
+    tau_a, tau_b = _oracle_taus(reference, other, cases, "cosine")
+    np.testing.assert_allclose(counts["other"].tau_a(), tau_a, atol=1e-12)
+    np.testing.assert_allclose(counts["other"].tau_b(), tau_b, atol=1e-12)
 
 
 def test_chunks_and_workers_do_not_change_counts() -> None:
