@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -45,6 +46,24 @@ def mask_history(
     return scores
 
 
+def _count_at_least(scores: np.ndarray, targets: np.ndarray, threads: int) -> np.ndarray:
+    """Per row, how many scores are ≥ the row's target score: (B, N), (B, 1) → (B,) int64.
+
+    Rows are split across ``threads`` (numpy releases the GIL while it compares).
+    """
+    rows = scores.shape[0]
+    if threads <= 1 or rows < 2 * threads:
+        return np.count_nonzero(scores >= targets, axis=1).astype(np.int64)
+    bounds = np.linspace(0, rows, threads + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        parts = pool.map(
+            lambda lo, hi: np.count_nonzero(scores[lo:hi] >= targets[lo:hi], axis=1),
+            bounds[:-1],
+            bounds[1:],
+        )
+        return np.concatenate(list(parts)).astype(np.int64)
+
+
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based pessimistic rank of each row's target among all columns: (B, N), (B,) → (B,).
 
@@ -56,8 +75,8 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
     if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
         # numpy's compare-and-count is 2-3x faster than torch's on a CPU
-        counted = np.count_nonzero(scores.numpy() >= target_scores.numpy(), axis=1)
-        at_least = torch.from_numpy(np.asarray(counted, dtype=np.int64))
+        counted = _count_at_least(scores.numpy(), target_scores.numpy(), torch.get_num_threads())
+        at_least = torch.from_numpy(counted)
     else:
         at_least = torch.count_nonzero(scores >= target_scores, dim=1)
     worst = torch.isnan(target_scores[:, 0]) | (target_scores[:, 0] == -math.inf)

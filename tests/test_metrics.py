@@ -155,3 +155,18 @@ def test_ranks_with_nan_and_infinite_scores_match_a_loop_that_reads_nan_as_minus
         t = values[int(targets[row])]
         expected = sum(v >= t for j, v in enumerate(values) if j != int(targets[row]))
         assert int(ranks[row]) == expected, row
+
+
+def test_ranks_do_not_depend_on_the_thread_count() -> None:
+    rng = np.random.default_rng(10)
+    scores = torch.as_tensor(rng.integers(0, 50, size=(64, 500)).astype(np.float32))
+    targets = torch.as_tensor(rng.integers(0, 500, 64))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = metrics.target_ranks(scores, targets)
+        torch.set_num_threads(3)
+        three = metrics.target_ranks(scores, targets)
+    finally:
+        torch.set_num_threads(before)
+    assert one.tolist() == three.tolist()
