@@ -176,11 +176,16 @@ class SASRec(nn.Module):
     def tokens_from_histories(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         """Left-padded token ids of the last ``max_len`` items of each history: (B, T)."""
         cut = [np.asarray(h, dtype=np.int64)[-self.config.max_len :] for h in histories]
-        t = max(1, max((len(h) for h in cut), default=1))
+        lengths = np.fromiter((len(h) for h in cut), dtype=np.int64, count=len(cut))
+        t = max(1, int(lengths.max(initial=1)))
         tokens = np.zeros((len(cut), t), dtype=np.int64)
-        for row, h in enumerate(cut):
-            if len(h):
-                tokens[row, t - len(h) :] = h + 1
+        if lengths.sum():
+            rows = np.repeat(np.arange(len(cut)), lengths)
+            # column of each item: right-aligned, so a row's items end at column t − 1
+            ends = np.cumsum(lengths)
+            cols = np.arange(int(ends[-1])) - np.repeat(ends - lengths, lengths)
+            cols += np.repeat(t - lengths, lengths)
+            tokens[rows, cols] = np.concatenate(cut) + 1
         return torch.from_numpy(tokens).to(self.item_emb.weight.device)
 
     @torch.no_grad()

@@ -107,3 +107,27 @@ def test_a_checkpoint_of_another_kind_or_shape_is_a_user_error(tmp_path) -> None
     write_weights(bad, {"item_emb.weight": torch.zeros(21, 16)}, kind="sasrec", config=config)
     with pytest.raises(UserError, match="do not fit"):
         load_sasrec(bad)
+
+
+def test_tokens_are_the_last_items_right_aligned_as_a_loop_writes_them() -> None:
+    model = SASRec(SASRecConfig(n_items=100, max_len=5))
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        histories = [rng.integers(0, 100, rng.integers(0, 9)) for _ in range(rng.integers(1, 6))]
+        cut = [h[-5:] for h in histories]
+        width = max(1, max(len(h) for h in cut))
+        expected = np.zeros((len(cut), width), dtype=np.int64)
+        for row, h in enumerate(cut):
+            if len(h):
+                expected[row, width - len(h) :] = h + 1
+        np.testing.assert_array_equal(model.tokens_from_histories(histories).numpy(), expected)
+
+
+def test_last_query_scoring_equals_the_full_forward() -> None:
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=300, max_len=20)).eval()
+    rng = np.random.default_rng(1)
+    histories = [rng.integers(0, 300, rng.integers(1, 25)) for _ in range(40)]
+    with torch.no_grad():
+        full = model.logits(model(model.tokens_from_histories(histories))[:, -1])
+        assert torch.allclose(model.score(histories), full, atol=1e-5)
