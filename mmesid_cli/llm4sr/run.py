@@ -315,12 +315,13 @@ def _sha256(path: Path) -> str:
 
 
 def save_model(folder: str | os.PathLike[str], model: MMESID, spec: ModelSpec, tag: dict) -> None:
-    """Write adapter, heads and SID tables into ``folder`` (each file atomically).
+    """Write adapter, heads and SID tables into ``folder``, committed together.
 
+    Each file is complete and synced before the first is renamed, and
     ``heads.safetensors`` records the adapter's sha256 and ``tag`` (e.g. the step), so a
-    reader can tell a consistent set from one cut short between two files.
+    reader can tell a consistent set from one cut short between two renames.
     """
-    from mmesid_cli.artifacts.atomic import normal_mode, staging_folder
+    from mmesid_cli.artifacts.atomic import atomic_path, committed_together, staging_folder
     from mmesid_cli.artifacts.weights import write_weights
 
     folder = Path(folder)
@@ -328,41 +329,43 @@ def save_model(folder: str | os.PathLike[str], model: MMESID, spec: ModelSpec, t
     staging = staging_folder(folder / "adapter")
     try:
         model.backbone.save_pretrained(str(staging))
-        for name in ADAPTER_FILES:
-            normal_mode(staging / name)  # peft writes safetensors 0600
-            os.replace(staging / name, folder / name)
+        config = {"model": asdict(spec), "adapter_sha256": _sha256(staging / ADAPTER_FILES[0])}
+        config.update(tag)
+        with committed_together():
+            for name in ADAPTER_FILES:
+                with atomic_path(folder / name) as tmp:
+                    os.replace(staging / name, tmp)  # one folder: a rename, not a copy
+            write_weights(folder / HEADS, head_state(model), kind="heads", config=config)
+            tables = sid_tables(model)
+            if tables:
+                tensors = {
+                    f"codebook.{m}.{level}": table
+                    for m, levels in tables.items()
+                    for level, table in enumerate(levels, start=1)
+                }
+                write_weights(
+                    folder / SID_TABLES,
+                    tensors,
+                    kind="tokenizer",
+                    config={
+                        "modalities": list(tables),
+                        "levels": spec.levels,
+                        "codebook_size": spec.codebook_size,
+                        "e_dim": spec.hidden,
+                        "input_dims": spec.input_dims,
+                        "exported_from": "mmesid finetune",
+                        # a reader given these tables with a sids.h5 checks it is the one trained on
+                        "sids_tokenizer_digest": spec.sids_tokenizer_digest,
+                        "sid_init": spec.sid_init,
+                        "projected": {m: spec.table_dims[m] != spec.hidden for m in tables},
+                        "note": "fine-tuned SID tables as used at the LLM input; where 'projected', "
+                        "table l is E_l P^T (the trained table times the bias-free map P to the hidden "
+                        "size), so the sum over levels is the SID embedding S_m(i) exactly",
+                        **tag,
+                    },
+                )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    config = {"model": asdict(spec), "adapter_sha256": _sha256(folder / ADAPTER_FILES[0]), **tag}
-    write_weights(folder / HEADS, head_state(model), kind="heads", config=config)
-    tables = sid_tables(model)
-    if tables:
-        tensors = {
-            f"codebook.{m}.{level}": table
-            for m, levels in tables.items()
-            for level, table in enumerate(levels, start=1)
-        }
-        write_weights(
-            folder / SID_TABLES,
-            tensors,
-            kind="tokenizer",
-            config={
-                "modalities": list(tables),
-                "levels": spec.levels,
-                "codebook_size": spec.codebook_size,
-                "e_dim": spec.hidden,
-                "input_dims": spec.input_dims,
-                "exported_from": "mmesid finetune",
-                # a reader given these tables with a sids.h5 checks it is the one trained on
-                "sids_tokenizer_digest": spec.sids_tokenizer_digest,
-                "sid_init": spec.sid_init,
-                "projected": {m: spec.table_dims[m] != spec.hidden for m in tables},
-                "note": "fine-tuned SID tables as used at the LLM input; where 'projected', "
-                "table l is E_l P^T (the trained table times the bias-free map P to the hidden "
-                "size), so the sum over levels is the SID embedding S_m(i) exactly",
-                **tag,
-            },
-        )
 
 
 def load_model_files(model: MMESID, folder: Path, *, trainable: bool) -> dict:
