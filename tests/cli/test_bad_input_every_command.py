@@ -1136,6 +1136,28 @@ def test_read_only_folder(world: World, tmp_path: Path, capsys, argv) -> None:
         folder.chmod(0o755)
 
 
+def test_write_refused_at_write_time(
+    world: World, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder that passes the early check but refuses the write (root on a read-only
+    folder, a full disk): still exit 2 naming the file, nothing left behind."""
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    out = tmp_path / "m.json"
+    args = ["--baseline", "popularity", "--sequences", world.sequences, "--items", world.items]
+    assert run_cli("evaluate", *args, "--json", out) == 2
+    err = capsys.readouterr().err.strip()  # the work ran (progress lines), then one error
+    last = err.splitlines()[-1]
+    assert last.startswith(f"mmesid: error: {out}: cannot write: Permission denied"), err
+    assert "Traceback" not in err and err.count("error") == 1, err
+    assert not any(tmp_path.iterdir())
+
+
 def test_every_subcommand_has_cases() -> None:
     """A new subcommand cannot ship without bad-input cases here."""
     import typer.main
