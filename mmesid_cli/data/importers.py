@@ -46,13 +46,22 @@ class Imported:
 
 
 def check_usable(imported: Imported, min_interactions: int = 0) -> None:
-    """Refuse what the next command would refuse: no users or items, a user twice."""
+    """Refuse what the next command would refuse: no users or items, an item or user twice."""
     if not imported.sequences or not imported.items:
         why = f" after the {min_interactions}-core filter" if min_interactions > 1 else ""
         hint = "; lower --min-interactions" if min_interactions > 1 else ""
         raise UserError(
             f"no user and item is left{why} ({imported.source}){hint}", path=imported.source
         )
+    items: set[str] = set()
+    for record in imported.items:
+        item = str(record["item_id"])
+        if item in items:
+            raise UserError(
+                f"two item ids name one item {item!r}; items.jsonl needs unique item_id",
+                path=imported.source,
+            )
+        items.add(item)
     seen: set[str] = set()
     for user, _, _ in imported.sequences:
         if user in seen:

@@ -422,6 +422,20 @@ def _(w: World, o: Path) -> Built:
     )
 
 
+@case("data import-amazon", "duplicate-item")
+def _(w: World, o: Path) -> Built:
+    raw = o / "p5"
+    raw.mkdir()
+    _text(raw, "sequential_data.txt", "1 1 2 3\n2 2 3 1\n")
+    maps = {"id2user": {"1": "ua", "2": "ub"}, "id2item": {"1": "A", "2": "B", "3": "A"}}
+    _text(raw, "datamaps.json", json.dumps(maps))
+    return (
+        ["data", "import-amazon", raw, "-o", o / "out"],
+        ["sequential_data.txt", "'A'"],
+        [o / "out"],
+    )
+
+
 @case("data import-movielens", "text-timestamp")
 def _(w: World, o: Path) -> Built:
     folder = o / "ml-100k"
