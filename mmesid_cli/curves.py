@@ -25,6 +25,7 @@ from mmesid_cli.errors import UserError
 
 METRIC = "NDCG@10"
 CONFIG = "config.json"  # the names mmesid_cli.llm4sr.run writes
+RUNNING_CONFIG = "config.running.json"
 TRAIN_LOG = "train_log.jsonl"
 PLOT_FORMATS = ("png", "pdf", "svg")
 ESTIMATED = "step × batch_size"
@@ -126,9 +127,12 @@ def read_run_curve(run_dir: str | os.PathLike[str], label: str | None = None) ->
         raise UserError("run directory not found", path=run_dir)
     if not run_dir.is_dir():
         raise UserError("is not a directory (expected a finetune run)", path=run_dir)
-    if not (run_dir / CONFIG).is_file():
+    config_path = run_dir / CONFIG
+    if not config_path.is_file() and (run_dir / RUNNING_CONFIG).is_file():
+        config_path = run_dir / RUNNING_CONFIG  # a run still training (or killed): its curve so far
+    if not config_path.is_file():
         raise UserError(f"is not a finetune run (no {CONFIG})", path=run_dir)
-    config = read_run_config(run_dir / CONFIG)
+    config = read_run_config(config_path)
     log_path = run_dir / TRAIN_LOG
     if not log_path.is_file():
         raise UserError(f"has no {TRAIN_LOG} (nothing was logged)", path=run_dir)

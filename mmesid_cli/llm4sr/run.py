@@ -53,6 +53,9 @@ from mmesid_cli.llm4sr.model import (
 )
 
 CONFIG = "config.json"
+# config.json is the run's manifest, written when training ends: a Makefile takes it for a
+# finished run. Until then (and in a killed run) the config is in this file.
+RUNNING_CONFIG = "config.running.json"
 HEADS = "heads.safetensors"
 SID_TABLES = "sid_tables.safetensors"
 TRAIN_LOG = "train_log.jsonl"

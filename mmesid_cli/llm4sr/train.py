@@ -42,6 +42,7 @@ from mmesid_cli.llm4sr.run import (
     CHECKPOINT,
     CONFIG,
     HEADS,
+    RUNNING_CONFIG,
     SID_TABLES,
     TRAIN_LOG,
     ModelSpec,
@@ -202,7 +203,7 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-RUN_FILES = (CONFIG, TRAIN_LOG, HEADS, SID_TABLES, *ADAPTER_FILES)
+RUN_FILES = (CONFIG, RUNNING_CONFIG, TRAIN_LOG, HEADS, SID_TABLES, *ADAPTER_FILES)
 
 
 def clear_run_dir(run_dir: Path) -> None:
@@ -389,10 +390,12 @@ def finetune(
             f"only {len(samples)} training samples, fewer than --batch-size {train.batch_size}"
         )
     cases = validation_cases(inputs, train.eval_users, train.seed) if train.eval_users != 0 else []
-    saved = read_run_config(run_dir / CONFIG) if resume else None
+    # a killed run's config is the running one; a finished run's (to train further) the final
+    saved_path = run_dir / (RUNNING_CONFIG if (run_dir / RUNNING_CONFIG).is_file() else CONFIG)
+    saved = read_run_config(saved_path) if resume else None
     model = build_model(spec, inputs, device, seed=train.seed)
     if saved is not None:
-        _compatible(saved, spec, inputs, train, run_dir / CONFIG)
+        _compatible(saved, spec, inputs, train, saved_path)
     else:  # a resumed run loads μ and σ with the rest of the head
         calibration = calibrate(model, samples, spec.max_history, train, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -433,13 +436,20 @@ def finetune(
     if saved is None:
         summary["calibration"] = calibration
 
-    def write_config() -> None:
+    def write_config(final: bool = False) -> None:
+        """config.running.json while training; config.json, the manifest, at the end."""
         if accelerator.is_main_process:
-            write_run_config(run_dir / CONFIG, {**config, "summary": summary})
+            write_run_config(
+                run_dir / (CONFIG if final else RUNNING_CONFIG), {**config, "summary": summary}
+            )
+            if final:
+                (run_dir / RUNNING_CONFIG).unlink(missing_ok=True)
 
     if accelerator.is_main_process and saved is None:
         clear_run_dir(run_dir)
     write_config()
+    if accelerator.is_main_process:  # training changes the run: it is not finished until the end
+        (run_dir / CONFIG).unlink(missing_ok=True)
     save_every = train.save_every or train.eval_every or total
     # Labels before this (possibly resumed) run's first step, and those seen since.
     labels_seen, labels_total = 0, labels_before(samples, start, train.batch_size, steps_per_epoch)
@@ -585,7 +595,7 @@ def finetune(
             "valid_metric": VALID_METRIC,
         }
     )
-    write_config()
+    write_config(final=True)
     accelerator.wait_for_everyone()
     emit("done", summary)
     return FinetuneResult(

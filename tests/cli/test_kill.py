@@ -53,6 +53,7 @@ HELPER = textwrap.dedent(
     import mmesid_cli.tokenizer.config, mmesid_cli.tokenizer.stats  # noqa
     import mmesid_cli.tokenizer.train  # noqa
     import accelerate, torch._dynamo  # noqa  (seconds to import: once, not per kill)
+    import peft, transformers, mmesid_cli.llm4sr.train  # noqa
     from mmesid_cli.artifacts import embeddings, sids, weights
     from mmesid_cli.encoders import collab
     from mmesid_cli.tokenizer import serialize
@@ -81,6 +82,13 @@ HELPER = textwrap.dedent(
                 k["on_epoch"] = after
                 return real_train(*a, **k)
             collab.train_sasrec = train
+        elif point == "checkpoint:finetune":  # a --resume checkpoint made, training goes on
+            from mmesid_cli.llm4sr import train as finetune_train
+            real_save_ckpt = finetune_train._save_checkpoint
+            def save_ckpt(*a, **k):
+                real_save_ckpt(*a, **k)
+                reached()
+            finetune_train._save_checkpoint = save_ckpt
         elif point.startswith("temporary-written:"):  # a safetensors temporary complete
             name = point.split(":", 1)[1]
             real_save = weights.save_file
@@ -353,3 +361,34 @@ def test_kill_embed_collab(helper: Helper, earlier_embed: Path, tmp_path: Path, 
     assert _snapshot(out, EMBED_SET)["sasrec.safetensors"] != before["sasrec.safetensors"]
     for name in EMBED_SET:
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+# --- finetune ------------------------------------------------------------------------------
+
+
+def test_kill_finetune_leaves_no_manifest_and_resumes(helper: Helper, tmp_path: Path) -> None:
+    """config.json, the file a Makefile takes for a finished run, only exists once training
+    has ended: a killed run has config.running.json, is refused by evaluate, and resumes."""
+    from tests.llm4sr.tiny import tiny_backbone, tiny_files
+
+    files = tiny_files(tmp_path / "in")
+    llama = tiny_backbone(tmp_path / "llama")
+    run = tmp_path / "run"
+    args = [
+        "finetune", "--sequences", files.sequences, "--embeddings", files.embeddings,
+        "--tokenizer", files.tokenizer, "--sids", files.sids, "--model", llama, "-o", run,
+        "--max-steps", "4", "--save-every", "2", "--eval-every", "2", "--eval-users", "10",
+        "--warmup-steps", "0", "--batch-size", "8",
+    ]  # fmt: skip
+    helper.kill_at("checkpoint:finetune", args, tmp_path, [])
+
+    assert not (run / "config.json").exists()
+    assert (run / "config.running.json").is_file() and (run / "checkpoint").is_dir()
+    evaluate = ["evaluate", run, "--sequences", files.sequences, "--items", files.items]
+    assert run_cli(*evaluate, "--k", "5") == 2  # not a finished run
+
+    assert run_cli(*args, "--resume") == 0
+    assert (run / "config.json").is_file() and not (run / "config.running.json").exists()
+    assert json.loads((run / "config.json").read_text())["summary"]["steps"] == 4
+    assert not _partials(tmp_path)
+    assert run_cli(*evaluate, "--k", "5") == 0
