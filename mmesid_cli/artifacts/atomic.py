@@ -79,8 +79,16 @@ def check_output(path: str | os.PathLike[str], *, folder: bool = False) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise UserError(f"cannot be written: {ancestor} is not a folder", path=path)
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"cannot be written: the folder {ancestor} is not writable", path=path)
+    # A real write, not os.access: root passes access() on a read-only mount or in /proc.
+    # The probe has no name (O_TMPFILE) or is removed at once.
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UserError(
+            f"cannot be written: the folder {ancestor} is not writable ({reason})", path=path
+        ) from None
     return path
 
 

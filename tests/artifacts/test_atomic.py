@@ -174,3 +174,22 @@ def test_safetensors_and_staging_folders_get_the_usual_modes(tmp_path: Path) -> 
     assert folder.name.startswith(f".checkpoint.{os.getpid()}.") and folder.name.endswith(
         ".partial"
     )
+
+
+def test_a_folder_that_refuses_a_write_is_not_writable(tmp_path: Path, monkeypatch) -> None:
+    """The check writes (a nameless probe) rather than asking access(), which root passes."""
+    import errno
+    import tempfile
+
+    import pytest
+
+    from mmesid_cli.artifacts.atomic import check_output
+    from mmesid_cli.errors import UserError
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(UserError, match=r"r.json: cannot be written: .* not writable \(Read-only"):
+        check_output(tmp_path / "r.json")
+    assert not any(tmp_path.iterdir())
