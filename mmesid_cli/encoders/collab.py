@@ -182,7 +182,7 @@ def sequence_loss(
 
 
 def _epoch_line(entry: dict[str, object], max_epochs: int, best_epoch: int) -> str:
-    """``epoch 4/200: loss 8.3882, valid NDCG@10 0.0270 (best epoch 4), 16 s``."""
+    """``SASRec epoch 4/200: loss 8.3882, valid NDCG@10 0.0270 (best epoch 4), 16 s``."""
     line = f"SASRec epoch {entry['epoch']}/{max_epochs}: loss {entry['loss']:.4f}"
     valid = entry.get("valid")
     if isinstance(valid, dict):
