@@ -92,8 +92,13 @@ def check_output(path: str | os.PathLike[str], *, folder: bool = False) -> Path:
     return path
 
 
-def check_outputs(*paths: str | os.PathLike[str] | None) -> None:
-    """:func:`check_output` for each file path given (``None``: an output not asked for)."""
+def check_outputs(
+    *paths: str | os.PathLike[str] | None,
+    inputs: tuple[str | os.PathLike[str] | None, ...] = (),
+) -> None:
+    """:func:`check_output` for each file path given (``None``: an output not asked for);
+    no two outputs may be one file, nor an output one of the command's ``inputs``."""
+    read = {Path(p).resolve() for p in inputs if p is not None}
     seen: dict[Path, str] = {}
     for path in paths:
         if path is None:
@@ -101,6 +106,8 @@ def check_outputs(*paths: str | os.PathLike[str] | None) -> None:
         resolved = Path(path).resolve()
         if resolved in seen:
             raise UserError(f"is given for two outputs (also as {seen[resolved]})", path=path)
+        if resolved in read:
+            raise UserError("is an input of this command: write the output elsewhere", path=path)
         seen[resolved] = str(path)
         check_output(path)
 

@@ -109,7 +109,7 @@ def collapse_command(
     if rtol is not None and rtol < 0:
         raise UserError("--rtol must be 0 or more")
     require_plot(plot)
-    check_outputs(report, plot)
+    check_outputs(report, plot, inputs=(sids, *(Path(s.split(":")[0]) for s in sources)))
     threads = use_threads(threads)
     from mmesid_cli.analysis.collapse import random_projection, spectrum
 

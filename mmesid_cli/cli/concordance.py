@@ -215,7 +215,7 @@ def concordance_command(
         if value < least:
             raise UserError(f"{option} must be at least {least}")
     require_plot(plot)
-    check_outputs(report, plot)
+    check_outputs(report, plot, inputs=(embeddings, sequences, *(codebook or []), *(sids or [])))
 
     from mmesid_cli.analysis.concordance import (
         ConcordanceConfig,

@@ -59,7 +59,7 @@ def curve_command(
         raise UserError("--sequences is read only with --popularity")
     if plot is not None:
         lib.require_matplotlib(plot)
-    check_outputs(plot, json_out, markdown)
+    check_outputs(plot, json_out, markdown, inputs=(sequences,))
     loaded = lib.read_curves(run_dirs, label)
     lines = [lib.report_baseline(name, path) for name, path in baselines_at]
     if popularity:

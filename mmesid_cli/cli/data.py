@@ -122,7 +122,7 @@ def stats(
     """Users, items, interactions, sequence lengths, items without text, and split sizes."""
     from mmesid_cli.artifacts.atomic import check_outputs
 
-    check_outputs(json_out)
+    check_outputs(json_out, inputs=(items, sequences))
     item_table = read_items(items)
     figures = dataset_stats(item_table, read_sequences(sequences, item_table))
     table = Table(show_header=True)

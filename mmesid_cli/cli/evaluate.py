@@ -111,7 +111,7 @@ def evaluate(
         raise UserError("give either a RUN_DIR or --baseline (not both, not neither)")
     if baseline is Baseline.sasrec and checkpoint is None:
         raise UserError("--baseline sasrec needs --checkpoint sasrec.safetensors")
-    check_outputs(json_out, per_user)
+    check_outputs(json_out, per_user, inputs=(sequences, items, checkpoint))
     threads = use_threads(threads)
     if baseline is not Baseline.popularity:
         from mmesid_cli.encoders import resolve_device
@@ -255,7 +255,7 @@ def report(
     from mmesid_cli.report import KINDS, budget_banner, build_report, to_markdown
 
     ks = _parse_ks(k)
-    check_outputs(markdown)
+    check_outputs(markdown, inputs=tuple(reports))
     if published is not None and published not in RANKING:
         raise UserError(f"--published: no figures for {published!r} (have: {', '.join(RANKING)})")
     loaded = [(path, read_report(path, kind=KINDS)) for path in reports]

@@ -303,7 +303,13 @@ def tokenize(
     # Every output can be written (a run that could not save fails now, not after training).
     if out_dir is not None:
         check_output(out_dir, folder=True)
-    check_outputs(None if encode_only else tok_path, sids_path, report_path, ckpt_path)
+    check_outputs(
+        None if encode_only else tok_path,
+        sids_path,
+        report_path,
+        ckpt_path,
+        inputs=(embeddings, tokenizer),
+    )
 
     # --- read and validate everything before anything is written ---------------------------
     model = None

@@ -361,6 +361,17 @@ def _(w: World, o: Path) -> Built:
     )
 
 
+@case("data stats", "output-is-an-input")
+def _(w: World, o: Path) -> Built:
+    items, sequences = _items_sequences(o, w)
+    kept = _Unchanged(items, items.read_bytes())
+    return (
+        ["data", "stats", items, sequences, "--json", items],
+        ["items.jsonl", "is an input"],
+        [kept],
+    )
+
+
 # data import-* --------------------------------------------------------------------------
 
 
@@ -706,6 +717,15 @@ def _(w: World, o: Path) -> Built:
         ["sids.h5", "is a folder"],
         [o / "tok" / "tokenizer.safetensors", o / "tok" / "report.json"],
     )
+
+
+@case("tokenize", "output-is-an-input")
+def _(w: World, o: Path) -> Built:
+    emb = o / "embeddings.h5"
+    emb.write_bytes(w.emb.read_bytes())
+    kept = _Unchanged(emb, emb.read_bytes())
+    args = ["tokenize", emb, "--tokenizer", w.tok / "tokenizer.safetensors", "--sids-out", emb]
+    return args, ["embeddings.h5", "is an input"], [kept]
 
 
 @case("tokenize", "output-under-a-file")
