@@ -8,7 +8,9 @@ one is complete.
 Temporary files are named ``.NAME.<pid>.<random>.partial``: the next write of ``NAME``
 removes those whose process is gone (a killed run), never those of a live writer.
 Files that belong together (a tokeniser and the SIDs it made) are written inside
-:func:`committed_together`: all are complete and synced before the first is renamed.
+:func:`committed_together`: all are complete and synced before the first is renamed, and
+the renames follow one another at once. A kill in the microseconds between two renames
+leaves a mixed set; the files record each other's digests, so readers refuse it.
 Outputs are checked with :func:`check_output` before any work, so a run that could not
 write its result fails in its first second, not after training.
 """
@@ -48,7 +50,13 @@ _GROUP: contextvars.ContextVar[dict[Path, Path] | None] = contextvars.ContextVar
 
 
 def _umask() -> int:
-    umask = os.umask(0)
+    """The process umask, read without setting it where Linux says it (threads may write)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    umask = os.umask(0o022)
     os.umask(umask)
     return umask
 
