@@ -154,7 +154,7 @@ def finetune(
     preset: str = typer.Option(
         "auto",
         "--preset",
-        help="Budget: cpu (200 steps, about 25 min on 2 CPU cores), paper (4 epochs; a GPU), "
+        help="Budget: cpu (200 steps, under 25 min on 2 CPU cores), paper (4 epochs; a GPU), "
         "auto (paper on CUDA, cpu otherwise). Explicit options override it.",
     ),
     warmup_steps: int | None = typer.Option(

@@ -101,9 +101,10 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 PRESET_TIMES = {
     "paper": "needs a GPU: on a CPU it runs for days",
-    # Measured on Beauty: 2.4 samples/s on one thread while another job held the second
-    # core, 25 s per 500-user validation: 3,200 samples + 3 validations ≈ 24 minutes.
-    "cpu": "about 25 minutes on 2 CPU cores (Beauty, SmolLM2-135M, 50-item histories)",
+    # Measured on Beauty (examples/Makefile's inputs), one thread, another job on the second
+    # core: the whole preset in 17.2 min (3.5 samples/s, 22-32 s per 500-user validation);
+    # a 12-step run under heavier load gave 2.4 samples/s, which would make it 24 min.
+    "cpu": "under 25 minutes on 2 CPU cores (Beauty, SmolLM2-135M, 50-item histories)",
 }
 
 
