@@ -10,7 +10,8 @@ References, run in the same process on the same inputs:
 
 Times are the median of ``--repeats`` runs, the forms taking turns so that a load change on a
 shared machine hits both. Peak extra memory is measured in a fresh child process per form
-(``ru_maxrss`` after the call minus before it, inputs already allocated). The float32 error is
+(peak resident memory, /proc's VmHWM, after the call minus before it, inputs already
+allocated). The float32 error is
 measured near MMD² = 0 (X̂ = X + small noise), where MMD² is a small difference of large
 sums, against the same estimator in float64.
 
@@ -97,6 +98,19 @@ def compare_times(n: int, d: int, device: str, names: list[str], backward: bool,
     return {name: statistics.median(values) for name, values in runs.items()}
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec; ru_maxrss
+    does not (Linux keeps the parent's peak across fork + exec), so it is only a fallback."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child_memory(n: int, d: int, device: str, name: str, backward: bool) -> dict[str, float]:
     import torch
 
@@ -107,9 +121,9 @@ def child_memory(n: int, d: int, device: str, name: str, backward: bool) -> dict
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = peak_rss_bytes()
     timed(fn, x_hat, x, backward, device)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = peak_rss_bytes()
     out = {"rss_extra_mib": (after - before) / MIB}
     if device == "cuda":
         out["cuda_extra_mib"] = (torch.cuda.max_memory_allocated() - base) / MIB

@@ -38,7 +38,12 @@ def mask_history(
         if len(rows)
         else np.zeros(0, np.int64)
     )
-    if len(rows):
+    numpy_ok = scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64)
+    if len(rows) and numpy_ok and not scores.requires_grad:
+        # numpy's single-threaded scatter: torch's stalls when threads outnumber free cores
+        keep = cols != targets.cpu().numpy()[rows]
+        scores.numpy()[rows[keep], cols[keep]] = -math.inf
+    elif len(rows):
         rows_t = torch.as_tensor(rows, device=scores.device)
         cols_t = torch.as_tensor(cols, device=scores.device)
         keep = cols_t != targets.to(scores.device)[rows_t]

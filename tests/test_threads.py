@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from mmesid_cli.threads import available_cores, split_threads, use_threads
+from mmesid_cli.threads import available_cores, split_threads, torch_threads, use_threads
 
 
 def test_available_cores_follows_the_affinity_mask() -> None:
@@ -34,3 +34,15 @@ def test_split_threads_never_oversubscribes(threads: int, workers: int | None) -
     assert n_workers >= 1 and intra >= 1 and n_workers * intra <= threads
     if workers is None:
         assert n_workers == threads
+
+
+def test_torch_threads_sets_and_restores_even_on_error() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError), torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmesid_cli.errors import UserError
+from mmesid_cli.threads import torch_threads
 
 CHECKPOINT_KIND = "sasrec"
 
@@ -198,7 +199,12 @@ class SASRec(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            hidden = self(self.tokens_from_histories(histories), last_only=True)[:, -1]
+            tokens = self.tokens_from_histories(histories)
+            if tokens.device.type == "cpu":
+                with torch_threads(1):  # small ops: threads cost more than they give
+                    hidden = self(tokens, last_only=True)[:, -1]
+            else:
+                hidden = self(tokens, last_only=True)[:, -1]
             return self.logits(hidden)  # (B, N)
         finally:
             self.train(was_training)
