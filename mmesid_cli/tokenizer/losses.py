@@ -55,6 +55,21 @@ def _sq_dists_(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch
     return out.mul_(-2.0).add_(a_sq[:, None]).add_(b_sq[None, :]).clamp_min_(0.0)
 
 
+def _sum64(block: torch.Tensor) -> torch.Tensor:
+    """Sum of an (n, m) block in float64: rows summed in the block's precision (m terms each,
+    pairwise), the n row sums in float64, without a float64 copy of the block."""
+    return block.sum(dim=1).sum(dtype=torch.float64)
+
+
+def _kernel_(a, b, a_sq, b_sq, scale: float) -> torch.Tensor:  # noqa: ANN001
+    """exp(scale · ‖a_i − b_j‖²) with the exponent built by one fused addmm: (n, m).
+
+    scale < 0, so clamping the exponent at 0 is clamping the distance at 0.
+    """
+    exponent = torch.addmm((scale * b_sq)[None, :], a, b.T, alpha=-2.0 * scale)
+    return exponent.add_((scale * a_sq)[:, None]).clamp_max_(0.0).exp_()
+
+
 class _MMD2(torch.autograd.Function):
     """MMD² with a hand-written backward (no autograd graph over the n × n blocks).
 
@@ -84,13 +99,19 @@ class _MMD2(torch.autograd.Function):
             ("hx", x_hat, x, hh_sq, xx_sq, -c_cross, 0.0, grad_hat or grad_x),
         )
         for name, a, b, a_sq, b_sq, weight, offset, keep in blocks:
+            if len(scales) == 1:  # one kernel: exponent, kernel and weights in one buffer
+                scale = float(scales[0])
+                kernel = _kernel_(a, b, a_sq, b_sq, scale)
+                total += weight * _sum64(kernel) + offset
+                saved[name] = kernel.mul_(2.0 * scale * weight) if keep else None
+                continue
             dist = _sq_dists_(a, b, a_sq, b_sq)
             grad_weights = torch.zeros_like(dist) if keep else None
             last = len(scales) - 1
             for k, scale in enumerate(scales.tolist()):
                 # the last kernel reuses the distance block's memory
                 kernel = dist.mul_(scale).exp_() if k == last else torch.exp(dist * scale)
-                total += weight * kernel.sum(dtype=torch.float64)
+                total += weight * _sum64(kernel)
                 if grad_weights is not None:
                     grad_weights.add_(kernel, alpha=2.0 * scale * weight)
             total += offset * len(scales)  # the diagonal's k(a, a) = 1 is not part of Σ_{i≠j}
@@ -105,12 +126,12 @@ class _MMD2(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # within-batch pairs count twice (as (p, j) and (j, p)); cross pairs once
             rows = 2.0 * w_hh.sum(dim=1) + w_hx.sum(dim=1)
-            grad_hat = rows[:, None] * x_hat - 2.0 * (w_hh @ x_hat) - w_hx @ x
-            grad_hat = grad_hat * grad_out
+            grad_hat = torch.addmm(rows[:, None] * x_hat, w_hh, x_hat, alpha=-2.0)
+            grad_hat = torch.addmm(grad_hat, w_hx, x, alpha=-1.0).mul_(grad_out)
         if ctx.needs_input_grad[1]:
             rows = 2.0 * w_xx.sum(dim=1) + w_hx.sum(dim=0)
-            grad_x = rows[:, None] * x - 2.0 * (w_xx @ x) - w_hx.T @ x_hat
-            grad_x = grad_x * grad_out
+            grad_x = torch.addmm(rows[:, None] * x, w_xx, x, alpha=-2.0)
+            grad_x = torch.addmm(grad_x, w_hx.T, x_hat, alpha=-1.0).mul_(grad_out)
         return grad_hat, grad_x, None
 
 
