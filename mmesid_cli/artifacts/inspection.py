@@ -245,18 +245,24 @@ def describe_run(folder: str | os.PathLike[str]) -> Description:
     )
     metric = summary.get("valid_metric", "NDCG@10")
     users = summary.get("valid_users") or training.get("eval_users")
+
+    def valid(key: str) -> str:
+        # the summary keeps every metric of a validation pass; the row shows the chosen one
+        value = summary.get(key)
+        return _figure(value.get(metric) if isinstance(value, dict) else value)
+
     if summary.get("valid_best") is None:
         rows.append((f"validation {metric}", "none (trained without validation)"))
     else:
-        rows.append((f"validation {metric} before", _figure(summary.get("valid_before"))))
+        rows.append((f"validation {metric} before", valid("valid_before")))
         rows.append(
             (
                 f"validation {metric} best",
-                f"{_figure(summary.get('valid_best'))} at step {_figure(summary.get('best_step'))} "
+                f"{valid('valid_best')} at step {_figure(summary.get('best_step'))} "
                 f"({_figure(users)} users)",
             )
         )
-        rows.append((f"validation {metric} last", _figure(summary.get("valid_last"))))
+        rows.append((f"validation {metric} last", valid("valid_last")))
     inputs = config.get("inputs", {}) or {}
     rows.extend((f"input {k}", str(v)) for k, v in inputs.items())
     files = Figures(

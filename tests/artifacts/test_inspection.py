@@ -32,10 +32,11 @@ def _run(folder: Path, *, best: float | None = 0.0312) -> Path:
                 "planned_steps": 750,
                 "stopped_by": "steps",
                 "labels": 69171,
-                "valid_before": 0.0095,
-                "valid_best": best,
+                # as finetune writes them: every metric of a validation pass
+                "valid_before": {"HR@10": 0.02, "NDCG@10": 0.0095},
+                "valid_best": None if best is None else {"HR@10": 0.06, "NDCG@10": best},
                 "best_step": 600,
-                "valid_last": 0.0300,
+                "valid_last": {"HR@10": 0.055, "NDCG@10": 0.0300},
                 "valid_users": 1000,
                 "valid_metric": "NDCG@10",
             },
@@ -55,6 +56,8 @@ def test_run_folder_shows_what_a_user_asks(tmp_path: Path, capsys) -> None:
     assert text["steps"].startswith("750 of 750 planned, batch 16")
     assert text["labels seen"] == "69,171"
     assert text["validation NDCG@10 best"] == "0.0312 at step 600 (1,000 users)"
+    assert text["validation NDCG@10 before"] == "0.0095"
+    assert text["validation NDCG@10 last"] == "0.0300"
     files = describe(run).tables[0]
     assert [row[0] for row in files.rows] == ["config.json", "heads.safetensors", "train_log.jsonl"]
     assert files.rows[1][1] == "2.0 KiB"
