@@ -389,6 +389,27 @@ class PairCounts:
         return np.where(denominator > 0, tau, np.nan)
 
     @classmethod
+    def of_cases(
+        cls,
+        n: int,
+        concordant: np.ndarray,
+        discordant: np.ndarray,
+        ties_a: np.ndarray,
+        ties_b: np.ndarray,
+    ) -> PairCounts:
+        """Counts of cases of history length ``n``; the pairs tied in both follow from the
+        rest: pairs untied in both (C + D) = n0 − n1 − n2 + (tied in both)."""
+        pairs = n * (n - 1) // 2
+        return cls(
+            n=np.full(concordant.shape[0], n, dtype=np.int64),
+            concordant=concordant,
+            discordant=discordant,
+            ties_a=ties_a,
+            ties_b=ties_b,
+            ties_both=concordant + discordant - pairs + ties_a + ties_b,
+        )
+
+    @classmethod
     def empty(cls, n_cases: int) -> PairCounts:
         zeros = [np.zeros(n_cases, dtype=np.int64) for _ in range(6)]
         return cls(*zeros)
@@ -479,53 +500,42 @@ class RankOrder:
         up_to_b = flat_prefix[(other.run_end + 1) * n_rows + cols]
         below_a_mask = np.left_shift(one, self.run_start.astype(np.uint64)) - one  # by a rank
         below_a = below_a_mask.reshape(-1)[rank_a * n_rows + cols]
-        concordant = _popcount_columns(below_a & below_b)
-        discordant = _popcount_columns(below_a & ~up_to_b)
-        pairs = n * (n - 1) // 2
-        return PairCounts(
-            n=np.full(n_rows, n, dtype=np.int64),
-            concordant=concordant,
-            discordant=discordant,
+        return PairCounts.of_cases(
+            n,
+            concordant=_set_bits(below_a & below_b, axis=0),
+            discordant=_set_bits(below_a & ~up_to_b, axis=0),
             ties_a=self.tied,
             ties_b=other.tied,
-            ties_both=concordant + discordant - pairs + self.tied + other.tied,
         )
 
 
 _BYTE_POPCOUNT = np.array([bin(byte).count("1") for byte in range(256)], dtype=np.uint8)
 
 
-def popcount_sum(bitsets: np.ndarray) -> np.ndarray:
-    """(B, n, W) uint64 -> (B,) int64: set bits per case (a byte table before numpy 2.0)."""
+def _set_bits(words: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    """Set bits of uint64 ``words`` summed over ``axis`` (int64; a byte table before numpy
+    2.0, where the bytes of a word are one more axis to sum)."""
     if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(bitsets).sum(axis=(1, 2), dtype=np.int64)
-    as_bytes = np.ascontiguousarray(bitsets).view(np.uint8)
-    return _BYTE_POPCOUNT[as_bytes].sum(axis=(1, 2), dtype=np.int64)
-
-
-def _popcount_columns(words: np.ndarray) -> np.ndarray:
-    """(n, B) uint64 -> (B,) int64: set bits per column."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(words).sum(axis=0, dtype=np.int64)
+        return np.bitwise_count(words).sum(axis=axis, dtype=np.int64)
     as_bytes = np.ascontiguousarray(words).view(np.uint8).reshape(*words.shape, 8)
-    return _BYTE_POPCOUNT[as_bytes].sum(axis=(0, 2), dtype=np.int64)
+    axes = (axis,) if isinstance(axis, int) else axis
+    return _BYTE_POPCOUNT[as_bytes].sum(axis=(*axes, words.ndim), dtype=np.int64)
+
+
+def popcount_sum(bitsets: np.ndarray) -> np.ndarray:
+    """(B, n, W) uint64 -> (B,) int64: set bits per case."""
+    return _set_bits(bitsets, axis=(1, 2))
 
 
 def _count(a: OrderSets, b: OrderSets) -> PairCounts:
     """C: pairs below k in both orders; D: below k in a, above k in b. Each pair counts once,
     at its larger item in a."""
-    n_rows, n = a.less.shape[:2]
-    concordant = popcount_sum(a.less & b.less)
-    discordant = popcount_sum(a.less & ~b.less_equal)
-    pairs = n * (n - 1) // 2
-    return PairCounts(
-        n=np.full(n_rows, n, dtype=np.int64),
-        concordant=concordant,
-        discordant=discordant,
+    return PairCounts.of_cases(
+        a.less.shape[1],
+        concordant=popcount_sum(a.less & b.less),
+        discordant=popcount_sum(a.less & ~b.less_equal),
         ties_a=a.tied,
         ties_b=b.tied,
-        # pairs untied in both (C + D) = n0 − n1 − n2 + (tied in both)
-        ties_both=concordant + discordant - pairs + a.tied + b.tied,
     )
 
 
