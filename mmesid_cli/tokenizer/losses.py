@@ -49,10 +49,12 @@ def gaussian_bandwidths(x_hat: torch.Tensor, x: torch.Tensor, alphas: Sequence[f
     return [alpha * mean for alpha in alphas]
 
 
-def _sq_dists_(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor):
-    """‖a_i − b_j‖² (clamped at 0) from precomputed squared norms, built in place: (n, m)."""
-    out = a @ b.T
-    return out.mul_(-2.0).add_(a_sq[:, None]).add_(b_sq[None, :]).clamp_min_(0.0)
+def _scaled_sq_dists_(a, b, a_sq, b_sq, scale: float = 1.0) -> torch.Tensor:  # noqa: ANN001
+    """scale · ‖a_i − b_j‖² from precomputed squared norms, by one fused addmm and in-place
+    adds: (n, m). The distance is clamped at 0 (the scaled value at 0 from scale's side)."""
+    out = torch.addmm((scale * b_sq)[None, :], a, b.T, alpha=-2.0 * scale)
+    out.add_((scale * a_sq)[:, None])
+    return out.clamp_max_(0.0) if scale < 0 else out.clamp_min_(0.0)
 
 
 def _sum64(block: torch.Tensor) -> torch.Tensor:
@@ -62,12 +64,8 @@ def _sum64(block: torch.Tensor) -> torch.Tensor:
 
 
 def _kernel_(a, b, a_sq, b_sq, scale: float) -> torch.Tensor:  # noqa: ANN001
-    """exp(scale · ‖a_i − b_j‖²) with the exponent built by one fused addmm: (n, m).
-
-    scale < 0, so clamping the exponent at 0 is clamping the distance at 0.
-    """
-    exponent = torch.addmm((scale * b_sq)[None, :], a, b.T, alpha=-2.0 * scale)
-    return exponent.add_((scale * a_sq)[:, None]).clamp_max_(0.0).exp_()
+    """exp(scale · ‖a_i − b_j‖²), scale < 0, in the buffer of its exponent: (n, m)."""
+    return _scaled_sq_dists_(a, b, a_sq, b_sq, scale).exp_()
 
 
 class _MMD2(torch.autograd.Function):
@@ -105,7 +103,7 @@ class _MMD2(torch.autograd.Function):
                 total += weight * _sum64(kernel) + offset
                 saved[name] = kernel.mul_(2.0 * scale * weight) if keep else None
                 continue
-            dist = _sq_dists_(a, b, a_sq, b_sq)
+            dist = _scaled_sq_dists_(a, b, a_sq, b_sq)
             grad_weights = torch.zeros_like(dist) if keep else None
             last = len(scales) - 1
             for k, scale in enumerate(scales.tolist()):
