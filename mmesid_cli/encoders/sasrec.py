@@ -200,10 +200,8 @@ class SASRec(nn.Module):
         self.eval()
         try:
             tokens = self.tokens_from_histories(histories)
-            if tokens.device.type == "cpu":
-                with torch_threads(1):  # small ops: threads cost more than they give
-                    hidden = self(tokens, last_only=True)[:, -1]
-            else:
+            # small ops: CPU threads cost more than they give (a GPU forward does not use them)
+            with torch_threads(1):
                 hidden = self(tokens, last_only=True)[:, -1]
             return self.logits(hidden)  # (B, N)
         finally:
