@@ -40,13 +40,6 @@ def use_threads(threads: int | None = None) -> int:
     return n
 
 
-def split_threads(threads: int, workers: int | None = None) -> tuple[int, int]:
-    """(workers, intra-op threads per worker) for ``threads`` cores, with workers × intra ≤
-    threads. ``workers`` defaults to one per thread."""
-    workers = threads if workers is None else max(1, min(workers, threads))
-    return workers, max(1, threads // workers)
-
-
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads, then restore the previous count.

@@ -1,4 +1,4 @@
-"""Thread counts: the default is the process's affinity, never more workers × threads than asked."""
+"""Thread counts: the default is the process's affinity; a temporary count is restored."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from mmesid_cli.threads import available_cores, split_threads, torch_threads, use_threads
+from mmesid_cli.threads import available_cores, torch_threads, use_threads
 
 
 def test_available_cores_follows_the_affinity_mask() -> None:
@@ -25,15 +25,6 @@ def test_use_threads_sets_torch_and_defaults_to_the_available_cores() -> None:
             use_threads(0)
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3, 8])
-@pytest.mark.parametrize("workers", [None, 1, 2, 16])
-def test_split_threads_never_oversubscribes(threads: int, workers: int | None) -> None:
-    n_workers, intra = split_threads(threads, workers)
-    assert n_workers >= 1 and intra >= 1 and n_workers * intra <= threads
-    if workers is None:
-        assert n_workers == threads
 
 
 def test_torch_threads_sets_and_restores_even_on_error() -> None:

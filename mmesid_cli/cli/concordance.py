@@ -22,7 +22,7 @@ from mmesid_cli.artifacts.atomic import check_outputs
 from mmesid_cli.cli.console import console, out, progress
 from mmesid_cli.cli.options import SEED_MAX, open_unit, threads_option
 from mmesid_cli.errors import UserError
-from mmesid_cli.threads import available_cores, split_threads
+from mmesid_cli.threads import available_cores
 
 
 class Similarity(StrEnum):
@@ -235,7 +235,7 @@ def concordance_command(
         confidence=confidence,
         seed=seed,
         chunk_bytes=chunk_mb << 20,
-        workers=split_threads(threads or workers or available_cores())[0],
+        workers=threads or workers or available_cores(),  # numpy work: one thread per worker
     )
     available = list_modalities(embeddings)
     reference = read_embeddings(embeddings, list(modality) if modality else None)
